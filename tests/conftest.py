@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models built from configs, saved with save_pretrained, loaded back
+through the same code path a user's model takes. Nothing downloads."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _graftlab_cache(tmp_path_factory):
+    """Demo models and data go to a per-session cache, never the user's."""
+    root = tmp_path_factory.mktemp("graftlab-cache")
+    old = os.environ.get("GRAFTLAB_CACHE")
+    os.environ["GRAFTLAB_CACHE"] = str(root)
+    os.environ.setdefault("HF_HOME", str(root / "hf"))
+    yield root
+    if old is None:
+        os.environ.pop("GRAFTLAB_CACHE", None)
+    else:
+        os.environ["GRAFTLAB_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Folders of tiny random models: llama, gpt2, qwen2 (causal LM) and bert (classifier)."""
+    from core.demo import save_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "llama": save_tiny_model("llama", root / "llama"),
+        "gpt2": save_tiny_model("gpt2", root / "gpt2"),
+        "qwen2": save_tiny_model("qwen2", root / "qwen2"),
+        "bert": save_tiny_model("bert", root / "bert", task="sequence-classification"),
+    }
+
+
+@pytest.fixture
+def write_jsonl(tmp_path):
+    """write_jsonl(rows, name="data.jsonl") -> Path."""
+
+    def write(rows, name: str = "data.jsonl") -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return path
+
+    return write
