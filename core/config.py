@@ -20,7 +20,7 @@ import yaml
 from core.atomic import atomic_write_text
 from core.errors import UserError
 
-TASKS = ("causal-lm", "sequence-classification")
+TASKS = ("auto", "causal-lm", "sequence-classification")
 VARIANTS = ("lora", "rslora", "dora")
 DATA_FORMATS = ("auto", "text", "prompt-completion", "chat", "classification")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -34,8 +34,8 @@ class ModelConfig:
 
     source: str = "demo:tiny-llama"
     """A model folder, a config.json (inspect only), a cached or hub id, or ``demo:<name>``."""
-    task: str = "causal-lm"
-    """``causal-lm`` or ``sequence-classification``."""
+    task: str = "auto"
+    """``causal-lm``, ``sequence-classification``, or ``auto`` (from the config's architecture)."""
     trust_remote_code: bool = False
     """Run Python code shipped with the model. Off by default: only enable it for models you trust."""
     allow_pickle_weights: bool = False
