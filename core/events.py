@@ -1,0 +1,186 @@
+"""Training events: plain dataclasses, one JSON line each.
+
+A training session sends every event to its sinks: the GUI worker (through a batcher), the CLI
+progress bar, and ``metrics.jsonl`` in the run folder, which is the full history. The plots are a
+view of that file; a detached runner can stream the same lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from time import monotonic
+from typing import Any, ClassVar
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind} | asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=True)
+
+
+@dataclass
+class Started(Event):
+    kind: ClassVar[str] = "started"
+    run_dir: str
+    total_steps: int
+    trainable_params: int
+    base_params: int
+    device: str
+    precision: str
+    num_examples: int
+    start_step: int = 0
+
+
+@dataclass
+class Step(Event):
+    """One logged optimizer step. Rates exclude paused time."""
+
+    kind: ClassVar[str] = "step"
+    step: int
+    loss: float
+    learning_rate: float
+    grad_norm: float | None
+    epoch: float
+    tokens_per_s: float
+    tokens_seen: int
+    elapsed_s: float
+    eta_s: float | None
+    memory_mb: float
+    gpu_memory_mb: float | None = None
+
+
+@dataclass
+class Eval(Event):
+    kind: ClassVar[str] = "eval"
+    step: int
+    eval_loss: float
+
+
+@dataclass
+class Checkpoint(Event):
+    kind: ClassVar[str] = "checkpoint"
+    step: int
+    path: str
+
+
+@dataclass
+class Paused(Event):
+    kind: ClassVar[str] = "paused"
+    step: int
+
+
+@dataclass
+class Resumed(Event):
+    kind: ClassVar[str] = "resumed"
+    step: int
+
+
+@dataclass
+class Message(Event):
+    """A line for the log view (warnings from the plan, data statistics, notices)."""
+
+    kind: ClassVar[str] = "message"
+    text: str
+    level: str = "info"
+
+
+@dataclass
+class Finished(Event):
+    kind: ClassVar[str] = "finished"
+    step: int
+    stopped_early: bool
+    adapter_dir: str | None
+    train_loss: float | None
+    elapsed_s: float
+
+
+@dataclass
+class Failed(Event):
+    kind: ClassVar[str] = "failed"
+    message: str
+    user_error: bool = True
+    traceback: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (Started, Step, Eval, Checkpoint, Paused, Resumed, Message, Finished, Failed)
+}
+
+Sink = Callable[[Event], None]
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    cls = EVENT_TYPES[data["event"]]
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def read_metrics(path: str | Path) -> list[Event]:
+    """Events from a metrics.jsonl file (a torn last line after a crash is skipped)."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                out.append(event_from_dict(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return out
+
+
+class JsonlSink:
+    """Appends each event to metrics.jsonl; flushed (and fsynced) at checkpoints and the end."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the run
+
+    def __call__(self, event: Event) -> None:
+        self._fh.write(event.to_json() + "\n")
+        if isinstance(event, Checkpoint | Finished | Failed | Started):
+            self.sync()
+
+    def sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+
+@dataclass
+class EventBatcher:
+    """Collects events and hands them on in batches at most every `interval_s` seconds.
+
+    Used by the GUI worker so the UI gets about ten signals a second however fast the steps
+    are. Events other than steps (started, finished, failed...) flush at once.
+    """
+
+    flush_to: Callable[[list[Event]], None]
+    interval_s: float = 0.1
+    clock: Callable[[], float] = monotonic
+    _pending: list[Event] = field(default_factory=list)
+    _last: float = field(default=-1e9)
+
+    def __call__(self, event: Event) -> None:
+        self._pending.append(event)
+        if not isinstance(event, Step) or self.clock() - self._last >= self.interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self.flush_to(batch)
+        self._last = self.clock()
