@@ -1,0 +1,174 @@
+"""The `graftlab` command. No arguments opens the GUI; subcommands run headless without Qt.
+
+Exit codes: 0 success; 2 invalid input (one line ``error: ...`` on stderr, no traceback);
+1 internal error (with a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from core.errors import UserError
+from core.events import Event, Failed, Finished, Message, Started, Step
+
+
+def _setup_env() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class ProgressPrinter:
+    """A one-line progress bar on a terminal; plain log lines otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
+        self.stream, self.width = stream, width
+        self.tty = stream.isatty()
+        self.total = 0
+        self._last_print = 0.0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self.total = event.total_steps
+            self._line(f"training {event.trainable_params:,} of {event.base_params:,} "
+                       f"parameters ({100 * event.trainable_params / event.base_params:.3f}%) "
+                       f"on {event.device} ({event.precision}), {event.num_examples} examples",
+                       end=True)
+        elif isinstance(event, Step):
+            now = time.monotonic()
+            if self.tty or now - self._last_print > 2.0 or event.step == self.total:
+                self._last_print = now
+                frac = event.step / self.total if self.total else 0.0
+                filled = int(frac * self.width)
+                bar = "#" * filled + "-" * (self.width - filled)
+                eta = f" eta {event.eta_s:5.0f}s" if event.eta_s is not None else ""
+                self._line(f"[{bar}] {event.step}/{self.total} loss {event.loss:.4f} "
+                           f"{event.tokens_per_s:,.0f} tok/s{eta}", end=not self.tty)
+        elif isinstance(event, Message) and event.level != "info":
+            self._line(f"{event.level}: {event.text}", end=True)
+        elif isinstance(event, Message):
+            self._line(event.text, end=True)
+        elif isinstance(event, Finished):
+            what = "stopped" if event.stopped_early else "finished"
+            self._line(f"{what} at step {event.step}; adapter: {event.adapter_dir}", end=True)
+
+    def _line(self, text: str, end: bool) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text + ("\n" if end else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.config import RunConfig, validate
+    from core.session import TrainingSession
+
+    cfg = RunConfig.load(args.run)
+    if args.output:
+        cfg.training.output_dir = args.output
+    if args.max_steps is not None:
+        cfg.training.max_steps = args.max_steps
+    validate(cfg, args.run)
+    session = TrainingSession(cfg, [ProgressPrinter()])
+
+    def on_sigint(signum: int, frame: Any) -> None:  # first Ctrl+C: stop after this step, save
+        if session.stop_requested:
+            raise KeyboardInterrupt
+        sys.stderr.write("\nstopping after the current step (Ctrl+C again to abort)...\n")
+        session.request_stop(save=True)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = session.run()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from core.module_tree import build_tree
+
+    tree = build_tree(args.model, args.task, args.trust_remote_code)
+    if args.json:
+        json.dump(tree.to_json(), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    lora = tree.lora_modules()
+    print(f"{tree.model_type} ({tree.task}), {tree.total_params:,} parameters, {tree.dtype}, "
+          f"{tree.num_layers} layers")
+    print(f"{len(lora)} modules can carry LoRA; kinds per layer: {', '.join(tree.kinds())}")
+    for preset in ("attention", "mlp", "all-linear"):
+        print(f"  preset {preset}: {len(tree.preset(preset))} modules")
+    width = max((len(m.name) for m in lora), default=10)
+    shown = lora if args.all or len(lora) <= 60 else [m for m in lora if m.layer in (None, 0)]
+    for m in shown:
+        print(f"  {m.name:<{width}}  {m.cls:<10} {str(m.shape):<18} {m.params:>14,}")
+    if len(shown) < len(lora):
+        print(f"  ... {len(lora) - len(shown)} more (same kinds in every layer; --all lists "
+              "them)")
+    return 0
+
+
+def cmd_install_desktop(args: argparse.Namespace) -> int:
+    from app.desktop_install import install
+
+    for path in install(args.prefix):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="graftlab", description="See and steer LoRA fine-tuning. Without a command, "
+        "opens the desktop app.")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("train", help="train an adapter from a run.yaml, without a display")
+    p.add_argument("run", help="path to run.yaml")
+    p.add_argument("--output", help="run folder (overrides training.output_dir)")
+    p.add_argument("--max-steps", type=int, help="override training.max_steps")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("inspect", help="list a model's modules and what LoRA can wrap")
+    p.add_argument("model", help="model folder, config.json, cached hub id, or demo:<name>")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    p.add_argument("--all", action="store_true", help="list every LoRA-capable module")
+    p.add_argument("--task", default="auto", choices=["auto", "causal-lm",
+                                                      "sequence-classification"])
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("install-desktop", help="add Graftlab to your desktop's app menu")
+    p.add_argument("--prefix", help="data folder (default ~/.local/share)")
+    p.set_defaults(func=cmd_install_desktop)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        from app.__main__ import main as gui_main
+
+        return gui_main([])
+    _setup_env()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted; the run folder keeps what was written so far.\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
