@@ -140,7 +140,8 @@ class ModuleTree:
             "source": self.source,
             "kinds": self.kinds(),
             "modules": [
-                {k: v for k, v in asdict(m).items() if k != "children"}
+                {"name": m.name, "type": m.cls}
+                | {k: v for k, v in asdict(m).items() if k not in ("children", "cls", "name")}
                 | {"shape": list(m.shape) if m.shape else None}
                 for m in self.modules.values() if m.name
             ],

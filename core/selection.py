@@ -31,6 +31,7 @@ class PlannedModule:
     in_features: int
     out_features: int
     params: int
+    cls: str = "Linear"
 
     def scale(self, variant: str) -> float:
         return self.alpha / (math.sqrt(self.rank) if variant == "rslora" else self.rank)
@@ -87,6 +88,8 @@ class AdapterPlan:
         alpha_pattern = {"^" + re.escape(m.name): m.alpha for m in self.modules
                          if m.alpha != self.alpha}
         kwargs: dict[str, Any] = {}
+        if self.modules and all(m.cls == "Conv1D" for m in self.modules):
+            kwargs["fan_in_fan_out"] = True  # GPT-2 Conv1D stores W as (in, out)
         if self.tie_embeddings:
             kwargs["ensure_weight_tying"] = True
         return LoraConfig(
@@ -184,7 +187,7 @@ def plan_adapter(tree: ModuleTree, cfg: AdapterConfig, where: str = "run.yaml") 
                             f"{min(m.in_features, m.out_features)}, so the adapter is not "
                             "low-rank; a smaller rank trains the same update space.")
         planned.append(PlannedModule(n, m.kind, m.layer, rank, alpha, m.in_features,
-                                     m.out_features, m.lora_params(rank, dora)))
+                                     m.out_features, m.lora_params(rank, dora), m.cls))
     embed_or_head = [p.name for p in planned if tree.modules[p.name].group in
                      ("embedding", "head")]
     tie = tree.tie_word_embeddings and bool(embed_or_head)

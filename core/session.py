@@ -113,6 +113,21 @@ def pick_device_and_precision(cfg: RunConfig) -> tuple[str, str, list[str]]:
     return device, precision, notes
 
 
+def quiet_libraries() -> None:
+    """No tqdm bars or deprecation chatter from the libraries: we report progress ourselves."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+    # peft 0.21 calls a deprecated transformers property on every get_peft_model.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                            category=FutureWarning)
+
+
 class TrainingSession:
     """One training run. `run()` blocks; stop/pause requests may come from any thread."""
 
@@ -161,6 +176,7 @@ class TrainingSession:
 
         cfg = self.cfg
         jsonl: JsonlSink | None = None
+        quiet_libraries()
         try:
             tree = build_tree(cfg.model.source, cfg.model.task, cfg.model.trust_remote_code,
                               cfg.model.num_labels)
