@@ -97,7 +97,7 @@ class DataConfig:
     eval_fraction: float = 0.0
     """Share of examples held out for eval loss, in [0, 0.5]."""
     max_examples: int | None = None
-    """Use at most this many examples (after shuffling with the seed); all when unset."""
+    """Use only the first N examples of the file; all when unset."""
 
 
 @dataclass

@@ -58,9 +58,9 @@ class PreparedData:
     num_raw: int
     """Rows read (after ``max_examples``)."""
     num_dropped: int
-    """Rows left out: empty, or no trained token left after truncation."""
+    """Rows left out: empty, no assistant reply, or no trained token left after truncation."""
     num_truncated: int
-    """Rows longer than ``max_length`` (cut on the right)."""
+    """Rows longer than ``max_length`` (cut on the right), dropped ones included."""
     label_names: list[str] | None
     """Classification: class names, the class id is the index."""
     lengths: list[int]
