@@ -42,9 +42,9 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
         logging_nan_inf_filter=False,  # a diverging run must show its NaN, not hide it
         eval_strategy="steps" if eval_every else "no",
         eval_steps=t.eval_steps if eval_every else None,
-        save_strategy="steps" if t.checkpoint_every else "no",
-        save_steps=t.checkpoint_every or 500,
-        save_total_limit=t.checkpoint_limit,
+        # Checkpoints are requested by SessionCallback (steps, minutes, stop) and written
+        # atomically by core.checkpoints; Trainer's own schedule and rotation stay off.
+        save_strategy="no",
         use_cpu=device == "cpu",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -79,6 +79,8 @@ class SessionCallback(TrainerCallback):
         self._last_time = 0.0
         self._last_tokens = 0
         self._first_step = 0
+        self._last_checkpoint = 0.0
+        self.diverged: str | None = None
 
     def active_seconds(self) -> float:
         return monotonic() - self._t0 - self._paused_total
@@ -99,6 +101,13 @@ class SessionCallback(TrainerCallback):
             self.evaluated_at_end = step >= state.max_steps
         if "loss" not in logs:
             return
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):  # stop before a checkpoint can store the broken state
+            self.diverged = (f"training diverged: the loss is {loss} at step {step}; lower "
+                             "training.learning_rate (or check the data), then resume from the "
+                             "last good checkpoint")
+            control.should_training_stop = True
+            control.should_save = False
         now = self.active_seconds()
         tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         dt = max(now - self._last_time, 1e-9)
@@ -113,7 +122,7 @@ class SessionCallback(TrainerCallback):
             gpu = torch.cuda.memory_allocated() / 2**20
         grad = logs.get("grad_norm")
         self.session.emit(Step(
-            step=step, loss=float(logs["loss"]), learning_rate=float(logs.get("learning_rate",
+            step=step, loss=loss, learning_rate=float(logs.get("learning_rate",
                                                                                0.0)),
             grad_norm=float(grad) if grad is not None and math.isfinite(float(grad)) else None,
             epoch=float(logs.get("epoch", state.epoch or 0.0)), tokens_per_s=rate,
@@ -121,6 +130,7 @@ class SessionCallback(TrainerCallback):
             gpu_memory_mb=gpu))
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._last_checkpoint = self.active_seconds()
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.session.emit(Checkpoint(state.global_step, str(path)))
 
@@ -133,6 +143,13 @@ class SessionCallback(TrainerCallback):
             self._paused_total += monotonic() - t
             if not session.stop_requested:
                 session.emit(Resumed(state.global_step))
+        t = self.session.cfg.training
+        if (t.checkpoint_every and state.global_step % t.checkpoint_every == 0) or (
+            t.checkpoint_minutes
+            and self.active_seconds() - self._last_checkpoint >= 60 * t.checkpoint_minutes
+        ):
+            control.should_save = True
         if session.stop_requested:
             control.should_training_stop = True
+            control.should_save = True  # a stopped run can always be resumed
         return control

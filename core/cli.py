@@ -69,14 +69,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.config import RunConfig, validate
     from core.session import TrainingSession
 
+    if args.resume:
+        from pathlib import Path
+
+        run_dir = Path(args.resume)
+        if not (run_dir / "run.yaml").is_file():
+            raise UserError(f"{run_dir} is not a Graftlab run folder (no run.yaml); pass the "
+                            "folder a run was written to.")
+        cfg = RunConfig.load(run_dir / "run.yaml")
+        cfg.training.output_dir = str(run_dir)
+        if args.max_steps is not None:
+            cfg.training.max_steps = args.max_steps
+        return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=True))
+    if not args.run:
+        raise UserError("no run file given; use `graftlab train RUN.yaml` or "
+                        "`graftlab train --resume RUN_DIR`.")
     cfg = RunConfig.load(args.run)
     if args.output:
         cfg.training.output_dir = args.output
     if args.max_steps is not None:
         cfg.training.max_steps = args.max_steps
     validate(cfg, args.run)
-    session = TrainingSession(cfg, [ProgressPrinter()])
+    return _run_session(TrainingSession(cfg, [ProgressPrinter()]))
 
+
+def _run_session(session: Any) -> int:
     def on_sigint(signum: int, frame: Any) -> None:  # first Ctrl+C: stop after this step, save
         if session.stop_requested:
             raise KeyboardInterrupt
@@ -130,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "opens the desktop app.")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("train", help="train an adapter from a run.yaml, without a display")
-    p.add_argument("run", help="path to run.yaml")
+    p.add_argument("run", nargs="?", help="path to run.yaml")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run from "
+                   "its last complete checkpoint")
     p.add_argument("--output", help="run folder (overrides training.output_dir)")
     p.add_argument("--max-steps", type=int, help="override training.max_steps")
     p.set_defaults(func=cmd_train)

@@ -132,6 +132,8 @@ class TrainingConfig:
     """Evaluate every N steps (0: only at the end, when there is an eval split)."""
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N steps (0: none)."""
+    checkpoint_minutes: float = 10.0
+    """Also write a checkpoint when this many minutes of training passed since the last (0: off)."""
     checkpoint_limit: int = 2
     """Keep at most this many checkpoints."""
     device: str = "auto"
@@ -307,6 +309,8 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              "training.logging_steps")
     _require(t.checkpoint_limit >= 1, f"{where}: `training.checkpoint_limit` must be at "
              "least 1.", "training.checkpoint_limit")
+    _require(math.isfinite(t.checkpoint_minutes) and t.checkpoint_minutes >= 0, f"{where}: "
+             "`training.checkpoint_minutes` must be 0 or more.", "training.checkpoint_minutes")
     _require(math.isfinite(t.weight_decay) and t.weight_decay >= 0, f"{where}: "
              "`training.weight_decay` must be 0 or more.", "training.weight_decay")
     _require(math.isfinite(t.max_grad_norm) and t.max_grad_norm >= 0, f"{where}: "

@@ -131,8 +131,16 @@ def quiet_libraries() -> None:
 class TrainingSession:
     """One training run. `run()` blocks; stop/pause requests may come from any thread."""
 
-    def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = ()) -> None:
+    def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = (),
+                 resume: bool = False) -> None:
+        """Args:
+            cfg: the run.
+            sinks: callables that receive every event.
+            resume: continue the run in ``cfg.training.output_dir`` from its latest complete
+                checkpoint instead of starting a new run folder.
+        """
         self.cfg = cfg
+        self.resume = resume
         self.sinks = list(sinks)
         self.model: Any = None
         self.plan: AdapterPlan | None = None
@@ -172,22 +180,34 @@ class TrainingSession:
 
     # ---- the run --------------------------------------------------------------------------
     def run(self) -> RunResult:
-        from core.run_dir import prepare_run_dir
+        from core.checkpoints import latest_checkpoint, truncate_metrics
+        from core.run_dir import prepare_run_dir, write_resolved_run
 
         cfg = self.cfg
         jsonl: JsonlSink | None = None
         quiet_libraries()
         try:
+            checkpoint = None
+            if self.resume:  # fail fast on a folder that cannot be resumed
+                self.run_dir = Path(cfg.training.output_dir)
+                checkpoint = latest_checkpoint(self.run_dir)
             tree = build_tree(cfg.model.source, cfg.model.task, cfg.model.trust_remote_code,
                               cfg.model.num_labels)
             self.plan = plan_adapter(tree, cfg.adapter)
             for w in self.plan.warnings:
                 self.emit(Message(w, "warning"))
-            self.run_dir = prepare_run_dir(cfg.training.output_dir)
+            if checkpoint is not None:
+                truncate_metrics(self.run_dir / "metrics.jsonl", checkpoint.step)
+            else:
+                self.run_dir = prepare_run_dir(cfg.training.output_dir)
+                write_resolved_run(self.run_dir, cfg, self.plan, tree.task)
             jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
             self.sinks.append(jsonl)
+            if checkpoint is not None:
+                self.emit(Message(f"resuming from {checkpoint.path.name} (step "
+                                  f"{checkpoint.step} of {checkpoint.max_steps})"))
             self._check_stop()
-            return self._train(tree.task)
+            return self._train(tree.task, checkpoint.path if checkpoint else None)
         except RunStopped:
             self.emit(Finished(0, True, None, None, 0.0))
             return RunResult(self.run_dir, None, 0, True, None)
@@ -202,15 +222,15 @@ class TrainingSession:
                 jsonl.close()
                 self.sinks.remove(jsonl)
 
-    def _train(self, task: str) -> RunResult:
+    def _train(self, task: str, checkpoint: Path | None) -> RunResult:
         import torch
         from peft import get_peft_model
-        from transformers import PrinterCallback, Trainer
+        from transformers import PrinterCallback
 
+        from core.checkpoints import make_trainer_class
         from core.callbacks import SessionCallback, training_arguments
         from core.data import make_collator, prepare
         from core.export import save_adapter
-        from core.run_dir import write_resolved_run
 
         cfg, plan = self.cfg, self.plan
         assert plan is not None
@@ -229,6 +249,8 @@ class TrainingSession:
             cfg.model.source, task, trust_remote_code=cfg.model.trust_remote_code,
             allow_pickle=cfg.model.allow_pickle_weights, num_labels=cfg.model.num_labels,
             label_names=data.label_names, dtype=dtype, device=device)
+        if model.config.pad_token_id is None:  # classifiers find the last token by padding
+            model.config.pad_token_id = tokenizer.pad_token_id
         self._check_stop()
         torch.manual_seed(cfg.training.seed)  # LoRA A init draws from the global RNG
         self.model = get_peft_model(model, plan.lora_config())
@@ -237,11 +259,14 @@ class TrainingSession:
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
                           device, precision, len(data.train))
         callback = SessionCallback(self, started)
-        trainer = Trainer(model=self.model, args=args, train_dataset=data.train,
-                          eval_dataset=data.eval, data_collator=make_collator(tokenizer, task),
-                          callbacks=[callback])
+        trainer = make_trainer_class()(
+            model=self.model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+            data_collator=make_collator(tokenizer, task), callbacks=[callback])
+        trainer.checkpoint_limit = cfg.training.checkpoint_limit
         trainer.remove_callback(PrinterCallback)
-        output = trainer.train()
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if callback.diverged:
+            raise UserError(callback.diverged + ".", field="training.learning_rate")
         if data.eval is not None and not callback.evaluated_at_end:
             trainer.evaluate()
         step = trainer.state.global_step
@@ -250,7 +275,6 @@ class TrainingSession:
         if not stopped or self._save_on_stop:
             adapter_dir = self.run_dir / "adapter"
             save_adapter(self.model, adapter_dir, source.name)
-        write_resolved_run(self.run_dir, cfg, plan, tree_task=task)
         self.emit(Finished(step, stopped, str(adapter_dir) if adapter_dir else None,
                            float(output.training_loss) if step else None,
                            callback.active_seconds()))
