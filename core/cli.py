@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from core.errors import UserError
-from core.events import Event, Failed, Finished, Message, Started, Step
+from core.events import Event, Finished, Message, Started, Step
 
 
 def _setup_env() -> None:

@@ -37,7 +37,7 @@ class ModelConfig:
     task: str = "auto"
     """``causal-lm``, ``sequence-classification``, or ``auto`` (from the config's architecture)."""
     trust_remote_code: bool = False
-    """Run Python code shipped with the model. Off by default: only enable it for models you trust."""
+    """Run Python code shipped with the model. Off by default: enable only for models you trust."""
     allow_pickle_weights: bool = False
     """Also load ``.bin`` weights (``torch.load(weights_only=True)``) when no safetensors exist."""
     num_labels: int | None = None

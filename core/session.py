@@ -227,8 +227,8 @@ class TrainingSession:
         from peft import get_peft_model
         from transformers import PrinterCallback
 
-        from core.checkpoints import make_trainer_class
         from core.callbacks import SessionCallback, training_arguments
+        from core.checkpoints import make_trainer_class
         from core.data import make_collator, prepare
         from core.export import save_adapter
 
