@@ -133,6 +133,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from core.export import export_merged
+
+    files = export_merged(args.base, args.adapter, args.output, args.task,
+                          args.trust_remote_code)
+    for path, size in files:
+        print(f"{size:>14,}  {path}")
+    return 0
+
+
 def cmd_install_desktop(args: argparse.Namespace) -> int:
     from app.desktop_install import install
 
@@ -161,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "sequence-classification"])
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("merge", help="merge an adapter into its base and save a full model")
+    p.add_argument("adapter", help="PEFT adapter folder (a run's adapter/)")
+    p.add_argument("--base", required=True, help="the base model (folder, cached id, demo:)")
+    p.add_argument("--output", required=True, help="folder for the merged model")
+    p.add_argument("--task", default="auto", choices=["auto", "causal-lm",
+                                                      "sequence-classification"])
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_merge)
     p = sub.add_parser("install-desktop", help="add Graftlab to your desktop's app menu")
     p.add_argument("--prefix", help="data folder (default ~/.local/share)")
     p.set_defaults(func=cmd_install_desktop)

@@ -70,6 +70,45 @@ def export_adapter(adapter_dir: str | Path, out_dir: str | Path) -> list[tuple[P
     return _listing(out_dir)
 
 
+def check_adapter_fits(adapter_dir: str | Path, model_source: str, task: str = "auto",
+                       trust_remote_code: bool = False) -> None:
+    """Check, from shapes alone, that every adapted module exists in the base with the same size.
+
+    PEFT loads an adapter onto a base with *fewer* layers without a word (the extra tensors are
+    dropped), so this check runs before any weight is loaded.
+    """
+    from safetensors import safe_open
+
+    from core.module_tree import build_tree
+
+    src = check_adapter_dir(adapter_dir)
+    tree = build_tree(model_source, task, trust_remote_code)
+    try:
+        with safe_open(str(src / "adapter_model.safetensors"), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # truncated or not a safetensors file
+        raise UserError(f"{src / 'adapter_model.safetensors'} cannot be read "
+                        f"({type(exc).__name__}); the file is damaged or incomplete.",
+                        field="adapter_dir") from None
+    prefix = "base_model.model."
+    for key, shape in shapes.items():
+        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+            if not key.endswith(part):
+                continue
+            name = key[: -len(part)].removeprefix(prefix)
+            module = tree.modules.get(name)
+            if module is None:
+                raise UserError(f"the adapter in {src} does not fit {model_source}: it adapts "
+                                f"{name}, which the base does not have ({tree.model_type}, "
+                                f"{tree.num_layers} layers); pick the base it was trained on.",
+                                field="model.source")
+            want = module.in_features if dim == 1 else module.out_features
+            if want != shape[dim]:
+                raise UserError(f"the adapter in {src} does not fit {model_source}: {name} has "
+                                f"size {want} in the base but {shape[dim]} in the adapter; pick "
+                                "the base it was trained on.", field="model.source")
+
+
 def load_peft_model(model_source: str, adapter_dir: str | Path, task: str = "auto",
                     trust_remote_code: bool = False) -> Any:
     """Load base weights and apply the adapter (for merging, inspection and tests)."""
@@ -78,6 +117,7 @@ def load_peft_model(model_source: str, adapter_dir: str | Path, task: str = "aut
     from core.session import load_base_model
 
     src = check_adapter_dir(adapter_dir)
+    check_adapter_fits(src, model_source, task, trust_remote_code)
     model, _tok, _task = load_base_model(model_source, task, trust_remote_code=trust_remote_code)
     return PeftModel.from_pretrained(model, str(src))
 

@@ -11,8 +11,8 @@ from core.errors import UserError
 from core.selection import AdapterPlan
 
 
-def prepare_run_dir(output_dir: str | Path) -> Path:
-    """Create the run folder, refusing one that is a file, unwritable, or holds another run."""
+def check_run_dir(output_dir: str | Path) -> Path:
+    """Refuse a run folder that is a file or holds another run; creates nothing."""
     run_dir = Path(output_dir).expanduser()
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"training.output_dir {run_dir} is a file; choose a folder path.",
@@ -22,6 +22,12 @@ def prepare_run_dir(output_dir: str | Path) -> Path:
         raise UserError(f"training.output_dir {run_dir} already holds a run; choose a new "
                         "folder (or pass --output) so the earlier run is kept.",
                         field="training.output_dir")
+    return run_dir
+
+
+def prepare_run_dir(output_dir: str | Path) -> Path:
+    """Create the run folder, refusing one that is a file, unwritable, or holds another run."""
+    run_dir = check_run_dir(output_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.checkpoints import CheckpointInfo
 from core.config import RunConfig
 from core.errors import RunStopped, UserError
 from core.events import Event, Failed, Finished, JsonlSink, Message, Started
@@ -46,17 +47,9 @@ def load_tokenizer(source: ModelSource) -> Any:
     return tok
 
 
-def load_base_model(spec: str, task: str = "auto", *, trust_remote_code: bool = False,
-                    allow_pickle: bool = False, num_labels: int | None = None,
-                    label_names: list[str] | None = None, dtype: Any = "auto",
-                    device: str = "cpu") -> tuple[Any, Any, str]:
-    """Load weights the way a user's model is always loaded. Returns (model, tokenizer, task)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from core.module_tree import infer_task
-    from core.sources import load_auto_config
-
-    source = resolve_source(spec, trust_remote_code)
+def check_weights(source: ModelSource, allow_pickle: bool = False) -> None:
+    """Refuse a source without loadable weights, before anything else is done with it."""
+    spec = source.spec
     if source.kind == "config":
         raise UserError(f"{spec} is a bare config.json: it can be inspected but not trained; "
                         "point model.source at the model folder that holds the weights.",
@@ -69,6 +62,20 @@ def load_base_model(spec: str, task: str = "auto", *, trust_remote_code: bool = 
                         "when loaded; convert them to safetensors, or set "
                         "`model.allow_pickle_weights: true` if you trust the file.",
                         field="model.allow_pickle_weights")
+
+
+def load_base_model(spec: str, task: str = "auto", *, trust_remote_code: bool = False,
+                    allow_pickle: bool = False, num_labels: int | None = None,
+                    label_names: list[str] | None = None, dtype: Any = "auto",
+                    device: str = "cpu") -> tuple[Any, Any, str]:
+    """Load weights the way a user's model is always loaded. Returns (model, tokenizer, task)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from core.module_tree import infer_task
+    from core.sources import load_auto_config
+
+    source = resolve_source(spec, trust_remote_code)
+    check_weights(source, allow_pickle)
     config = load_auto_config(source, trust_remote_code,
                               len(label_names) if label_names else num_labels)
     if task == "auto":
@@ -149,6 +156,8 @@ class TrainingSession:
         self._save_on_stop = True
         self._resume = threading.Event()
         self._resume.set()
+        self._jsonl: JsonlSink | None = None
+        self._early: list[Event] = []
 
     # ---- control (thread-safe) ------------------------------------------------------------
     def request_stop(self, save: bool = True) -> None:
@@ -171,8 +180,30 @@ class TrainingSession:
         return self._stop.is_set()
 
     def emit(self, event: Event) -> None:
+        if self._jsonl is None:  # the run folder does not exist yet: replay these into it
+            self._early.append(event)
         for sink in self.sinks:
             sink(event)
+
+    def _open_run_dir(self, task: str, checkpoint: CheckpointInfo | None) -> None:
+        """Create (or reopen, on resume) the run folder, once all input is known to be good."""
+        from core.checkpoints import truncate_metrics
+        from core.run_dir import prepare_run_dir, write_resolved_run
+
+        assert self.plan is not None
+        if checkpoint is not None:
+            truncate_metrics(self.run_dir / "metrics.jsonl", checkpoint.step)
+        else:
+            self.run_dir = prepare_run_dir(self.cfg.training.output_dir)
+            write_resolved_run(self.run_dir, self.cfg, self.plan, task)
+        self._jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
+        for event in self._early:
+            self._jsonl(event)
+        self._early.clear()
+        self.sinks.append(self._jsonl)
+        if checkpoint is not None:
+            self.emit(Message(f"resuming from {checkpoint.path.name} (step "
+                              f"{checkpoint.step} of {checkpoint.max_steps})"))
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -180,11 +211,10 @@ class TrainingSession:
 
     # ---- the run --------------------------------------------------------------------------
     def run(self) -> RunResult:
-        from core.checkpoints import latest_checkpoint, truncate_metrics
-        from core.run_dir import prepare_run_dir, write_resolved_run
+        from core.checkpoints import latest_checkpoint
+        from core.run_dir import check_run_dir
 
         cfg = self.cfg
-        jsonl: JsonlSink | None = None
         quiet_libraries()
         try:
             checkpoint = None
@@ -196,18 +226,12 @@ class TrainingSession:
             self.plan = plan_adapter(tree, cfg.adapter)
             for w in self.plan.warnings:
                 self.emit(Message(w, "warning"))
-            if checkpoint is not None:
-                truncate_metrics(self.run_dir / "metrics.jsonl", checkpoint.step)
-            else:
-                self.run_dir = prepare_run_dir(cfg.training.output_dir)
-                write_resolved_run(self.run_dir, cfg, self.plan, tree.task)
-            jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
-            self.sinks.append(jsonl)
-            if checkpoint is not None:
-                self.emit(Message(f"resuming from {checkpoint.path.name} (step "
-                                  f"{checkpoint.step} of {checkpoint.max_steps})"))
+            check_weights(resolve_source(cfg.model.source, cfg.model.trust_remote_code),
+                          cfg.model.allow_pickle_weights)
+            if checkpoint is None:
+                check_run_dir(cfg.training.output_dir)  # fail before loading anything
             self._check_stop()
-            return self._train(tree.task, checkpoint.path if checkpoint else None)
+            return self._train(tree.task, checkpoint)
         except RunStopped:
             self.emit(Finished(0, True, None, None, 0.0))
             return RunResult(self.run_dir, None, 0, True, None)
@@ -218,11 +242,12 @@ class TrainingSession:
             self.emit(Failed(f"internal error: {exc}", False, traceback.format_exc()))
             raise
         finally:
-            if jsonl is not None:
-                jsonl.close()
-                self.sinks.remove(jsonl)
+            if self._jsonl is not None:
+                self._jsonl.close()
+                self.sinks.remove(self._jsonl)
+                self._jsonl = None
 
-    def _train(self, task: str, checkpoint: Path | None) -> RunResult:
+    def _train(self, task: str, checkpoint: CheckpointInfo | None) -> RunResult:
         import torch
         from peft import get_peft_model
         from transformers import PrinterCallback
@@ -254,6 +279,8 @@ class TrainingSession:
         self._check_stop()
         torch.manual_seed(cfg.training.seed)  # LoRA A init draws from the global RNG
         self.model = get_peft_model(model, plan.lora_config())
+        self._check_stop()
+        self._open_run_dir(task, checkpoint)
         args = training_arguments(cfg, self.run_dir, device, precision,
                                   has_eval=data.eval is not None)
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
@@ -264,7 +291,8 @@ class TrainingSession:
             data_collator=make_collator(tokenizer, task), callbacks=[callback])
         trainer.checkpoint_limit = cfg.training.checkpoint_limit
         trainer.remove_callback(PrinterCallback)
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        output = trainer.train(
+            resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
         if callback.diverged:
             raise UserError(callback.diverged + ".", field="training.learning_rate")
         if data.eval is not None and not callback.evaluated_at_end:
