@@ -257,7 +257,7 @@ def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
 
 def _require(cond: bool, message: str, key: str) -> None:
     if not cond:
-        raise UserError(message, field=key)
+        raise UserError(message.removeprefix(": "), field=key)
 
 
 def validate(cfg: RunConfig, where: str = "run.yaml") -> None:

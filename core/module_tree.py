@@ -259,7 +259,7 @@ def tree_from_model(model: Any, task: str, source: str = "") -> ModuleTree:
     for n in head_names:
         modules[n].group = "head"
     cfg = getattr(model, "config", None)
-    dtype = str(getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None) or "float32")
+    dtype = str(getattr(cfg, "dtype", None) or "float32")
     layers = {m.layer for m in modules.values() if m.layer is not None}
     return ModuleTree(
         model_type=getattr(cfg, "model_type", type(model).__name__),

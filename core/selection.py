@@ -166,7 +166,8 @@ def plan_adapter(tree: ModuleTree, cfg: AdapterConfig, where: str = "run.yaml") 
             rank, alpha = settings[n]
             settings[n] = (o.rank if o.rank is not None else rank,
                            o.alpha if o.alpha is not None else alpha)
-        check_lora_values(o.rank or cfg.rank, o.alpha or cfg.alpha, cfg.dropout, where,
+        check_lora_values(o.rank if o.rank is not None else cfg.rank,
+                          o.alpha if o.alpha is not None else cfg.alpha, cfg.dropout, where,
                           f"adapter.overrides[{i}].")
     saved: dict[str, int] = {}
     if tree.task == "sequence-classification":

@@ -1,0 +1,41 @@
+"""`python -m app` (and `graftlab` without arguments): open the Graftlab window."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Create the QApplication and the main window, run the event loop, return its exit code.
+
+    Positional arguments may name a run.yaml, a model folder / config.json or a data file to open.
+    """
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from app.settings import APPLICATION, ORGANIZATION
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = QApplication.instance() or QApplication([sys.argv[0], *args])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName("Graftlab")
+    app.setDesktopFileName("graftlab")
+    from pathlib import Path
+
+    icon = Path(__file__).resolve().parent.parent / "resources" / "graftlab.svg"
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
+
+    from app.main_window import MainWindow
+
+    paths = [a for a in args if not a.startswith("-")]
+    window = MainWindow(open_demo=not paths)
+    for path in paths:
+        window.open_path(path)
+    window.show()
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,796 @@
+"""The main window: model and layer tree on the left; adapter, data, training and the live
+monitor on the right; menus, toolbar, shortcuts, status bar, drag and drop, settings, close.
+
+Everything the window does is a RunConfig plus calls into core. Slots that call core go through
+`reports_errors`, so a bad input shows the core's one sentence next to its field (or in a
+dialog) and an internal bug shows its traceback; the window stays usable either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PySide6.QtCore import QSettings, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QGroupBox,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QSplitter,
+    QStyle,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+)
+
+from app.background import BackgroundJobs
+from app.dialogs.export_dialog import ExportDialog
+from app.errors import ErrorLabel, reports_errors, show_dialog
+from app.numbers import compact, duration, exact, percent
+from app.run_state import AdapterState, RunState, adapter_config, adapter_state
+from app.settings import AppSettings
+from app.widgets.adapter_panel import AdapterPanel
+from app.widgets.data_panel import DataPanel
+from app.widgets.layer_tree import LayerTreeWidget
+from app.widgets.log_view import LogView
+from app.widgets.metric_plots import MetricPlots
+from app.widgets.model_panel import ModelPanel
+from app.widgets.training_panel import TrainingPanel
+from app.worker import TrainingRunner
+from core.config import AdapterConfig, DataConfig, ModelConfig, RunConfig, validate
+from core.errors import UserError
+from core.events import Failed, Finished, Paused, Resumed, Started, Step
+from core.module_tree import ModuleTree, build_tree
+from core.selection import AdapterPlan, plan_adapter
+from core.sources import ModelSource, resolve_source
+
+DEFAULT_PRESET = "attention"
+MODEL_FILES = ("config.json",)
+RUN_SUFFIXES = (".yaml", ".yml")
+
+
+def default_run() -> RunConfig:
+    """First start: a demo model and demo data, ready to train at once."""
+    return RunConfig(model=ModelConfig(source="demo:tiny-llama"),
+                     data=DataConfig(path="demo:stories"))
+
+
+def _load_model(spec: str, task: str, trust: bool,
+                num_labels: int | None) -> tuple[ModelSource, ModuleTree]:
+    source = resolve_source(spec, trust)
+    return source, build_tree(source, task, trust, num_labels)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, open_demo: bool = True,
+                 probe_device: bool = True) -> None:
+        super().__init__()
+        self.setObjectName("MainWindow")
+        self.setWindowTitle("Graftlab")
+        self.setAcceptDrops(True)
+        self.settings = AppSettings(settings)
+        self.jobs = BackgroundJobs(self)
+        self.runner = TrainingRunner(self)
+        self.tree: ModuleTree | None = None
+        self.source: ModelSource | None = None
+        self.plan: AdapterPlan | None = None
+        self.run_path: Path | None = None
+        self.last_error: str | None = None
+        self.last_adapter_dir: str | None = None
+        self._loading_spec: str | None = None
+        self._pending_adapter: AdapterConfig | None = None
+        self._pending_preset: str | None = None
+        self._close_after_run = False
+        self._run_total = 0
+        self._kinds: list[str] = []
+
+        self._build_panels(probe_device)
+        self._build_layout()
+        self._build_actions()
+        self._build_status_bar()
+        self._connect()
+        self._restore_window()
+        self.model_panel.set_recent(self.settings.recent_models())
+        if open_demo:
+            QTimer.singleShot(0, self._open_initial_run)
+
+    # ---- construction ---------------------------------------------------------------------
+    def _build_panels(self, probe_device: bool) -> None:
+        self.model_panel = ModelPanel()
+        self.model_panel.last_dir = self.settings.last_dir("model")
+        self.layer_tree = LayerTreeWidget()
+        self.tree_model = self.layer_tree.model
+        self.adapter_panel = AdapterPanel()
+        self.data_panel = DataPanel(self.jobs)
+        self.data_panel.last_dir = self.settings.last_dir("data")
+        self.training_panel = TrainingPanel(probe=probe_device)
+        self.plots = MetricPlots()
+        self.log_view = LogView()
+        self.tree_error = ErrorLabel()
+
+    def _build_layout(self) -> None:
+        model_box = QGroupBox("Model")
+        QVBoxLayout(model_box).addWidget(self.model_panel)
+        tree_box = QGroupBox("Layers: tick the modules that get adapters")
+        tree_layout = QVBoxLayout(tree_box)
+        tree_layout.addWidget(self.tree_error)
+        tree_layout.addWidget(self.layer_tree)
+        self.left_split = QSplitter(Qt.Orientation.Vertical)
+        self.left_split.setObjectName("leftSplit")
+        self.left_split.addWidget(model_box)
+        self.left_split.addWidget(tree_box)
+        self.left_split.setStretchFactor(0, 0)
+        self.left_split.setStretchFactor(1, 1)
+        self.left_split.setChildrenCollapsible(False)
+
+        monitor = QSplitter(Qt.Orientation.Vertical)
+        monitor.setObjectName("monitorSplit")
+        monitor.addWidget(self.plots)
+        monitor.addWidget(self.log_view)
+        monitor.setStretchFactor(0, 4)
+        monitor.setStretchFactor(1, 1)
+        self.monitor_split = monitor
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.adapter_panel, "Adapter")
+        self.tabs.addTab(self.data_panel, "Data")
+        self.tabs.addTab(self.training_panel, "Training")
+        self.tabs.addTab(monitor, "Monitor")
+
+        self.main_split = QSplitter(Qt.Orientation.Horizontal)
+        self.main_split.setObjectName("mainSplit")
+        self.main_split.addWidget(self.left_split)
+        self.main_split.addWidget(self.tabs)
+        self.main_split.setStretchFactor(0, 11)
+        self.main_split.setStretchFactor(1, 9)
+        self.main_split.setChildrenCollapsible(False)
+        self.setCentralWidget(self.main_split)
+        self.resize(1440, 900)
+        self.main_split.setSizes([840, 600])
+        self.left_split.setSizes([190, 710])
+
+    def _action(self, text: str, slot: Any, shortcut: Any = None, tip: str = "",
+                icon: QStyle.StandardPixmap | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        if icon is not None:
+            action.setIcon(self.style().standardIcon(icon))
+        action.triggered.connect(lambda _=False: slot())
+        self.addAction(action)  # shortcuts work even with the menu bar hidden
+        return action
+
+    def _build_actions(self) -> None:
+        sp = QStyle.StandardPixmap
+        self.open_model_action = self._action(
+            "Open &model folder…", self.model_panel.browse_folder, QKeySequence.StandardKey.Open,
+            "Open a Hugging Face model folder", sp.SP_DirOpenIcon)
+        self.open_config_action = self._action("Open model &config.json…",
+                                               self.model_panel.browse_config)
+        self.open_cache_action = self._action("Open from the Hugging Face &cache…",
+                                              self.model_panel.browse_cache)
+        self.open_run_action = self._action("&Open run…", self.open_run_dialog, "Ctrl+Shift+O",
+                                            "Open a run.yaml", sp.SP_FileIcon)
+        self.save_run_action = self._action("&Save run", self.save_run,
+                                            QKeySequence.StandardKey.Save,
+                                            "Save the run as run.yaml", sp.SP_DialogSaveButton)
+        self.save_run_as_action = self._action("Save run &as…", self.save_run_as, "Ctrl+Shift+S")
+        self.copy_cmd_action = self._action(
+            "Copy &command line", self.copy_command_line, "Ctrl+Shift+C",
+            "Copy the `graftlab train run.yaml` command that reproduces this run")
+        self.export_action = self._action("&Export adapter…", self.export_adapter, "Ctrl+E",
+                                          "Export the trained adapter", sp.SP_DialogApplyButton)
+        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.start_action = self._action("&Start training", self.start_training,
+                                         ["Ctrl+Return", "Ctrl+Enter"],
+                                         "Start training (Ctrl+Return)", sp.SP_MediaPlay)
+        self.pause_action = self._action("&Pause / resume", self.toggle_pause,
+                                         ["Ctrl+P", "Space"], "Pause or resume (Ctrl+P)",
+                                         sp.SP_MediaPause)
+        self.stop_action = self._action("S&top and save", self.stop_training, "Ctrl+.",
+                                        "Stop after this step and save the adapter",
+                                        sp.SP_MediaStop)
+        self.filter_action = self._action("&Filter modules", self.focus_filter,
+                                          QKeySequence.StandardKey.Find)
+        self.preset_actions = {
+            key: self._action(f"Preset: {label}", lambda k=key: self.layer_tree.apply_preset(k),
+                              f"Ctrl+{n}")
+            for n, (key, label) in zip((1, 2, 3, 0), (("attention", "attention"),
+                                                      ("mlp", "MLP"),
+                                                      ("all-linear", "all linear"),
+                                                      ("none", "none")), strict=True)}
+        self.pause_action.setEnabled(False)
+        self.stop_action.setEnabled(False)
+
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        for a in (self.open_model_action, self.open_config_action, self.open_cache_action):
+            file_menu.addAction(a)
+        self.recent_menu = file_menu.addMenu("Recent &models")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.addSeparator()
+        for a in (self.open_run_action, self.save_run_action, self.save_run_as_action,
+                  self.copy_cmd_action):
+            file_menu.addAction(a)
+        file_menu.addSeparator()
+        file_menu.addAction(self.export_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        select_menu = bar.addMenu("&Select")
+        select_menu.addAction(self.filter_action)
+        for a in self.preset_actions.values():
+            select_menu.addAction(a)
+        train_menu = bar.addMenu("&Train")
+        for a in (self.start_action, self.pause_action, self.stop_action):
+            train_menu.addAction(a)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction("&About Graftlab", self._about)
+
+        tools = QToolBar("Main")
+        tools.setObjectName("mainToolbar")
+        tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        tools.setMovable(False)
+        for a in (self.open_model_action, self.open_run_action, self.save_run_action):
+            tools.addAction(a)
+        tools.addSeparator()
+        for a in (self.start_action, self.pause_action, self.stop_action):
+            tools.addAction(a)
+        tools.addSeparator()
+        tools.addAction(self.export_action)
+        self.addToolBar(tools)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.busy_label = QLabel("")
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setRange(0, 0)
+        self.busy_bar.setMaximumWidth(90)
+        self.busy_bar.setMaximumHeight(12)
+        self.busy_bar.setTextVisible(False)
+        self.busy_bar.hide()
+        self.trainable_status = QLabel("")
+        self.run_progress = QProgressBar()
+        self.run_progress.setMaximumWidth(220)
+        self.run_progress.setMaximumHeight(14)
+        self.run_progress.setFormat("step %v / %m")
+        self.run_progress.hide()
+        self.eta_label = QLabel("")
+        bar.addPermanentWidget(self.busy_label)
+        bar.addPermanentWidget(self.busy_bar)
+        bar.addPermanentWidget(self.trainable_status)
+        bar.addPermanentWidget(self.run_progress)
+        bar.addPermanentWidget(self.eta_label)
+
+    def _connect(self) -> None:
+        self.jobs.busy_changed.connect(self._on_busy_changed)
+        self.model_panel.open_requested.connect(self._on_open_requested)
+        self.tree_model.selection_changed.connect(self._on_selection_changed)
+        self.tree_model.error.connect(self._on_tree_error)
+        self.layer_tree.status.connect(self._show_status)
+        self.adapter_panel.settings_changed.connect(self._on_adapter_settings)
+        self.training_panel.start_requested.connect(self.start_training)
+        self.training_panel.pause_requested.connect(self.pause_training)
+        self.training_panel.resume_requested.connect(self.resume_training)
+        self.training_panel.stop_requested.connect(self._on_stop_requested)
+        self.runner.events.connect(self.plots.append_events)
+        self.runner.events.connect(self.log_view.append_events)
+        self.runner.events.connect(self.training_panel.append_events)
+        self.runner.events.connect(self._on_run_events)
+        self.runner.failed.connect(self._on_run_failed)
+        self.runner.finished.connect(self._on_run_finished)
+
+    # ---- errors ---------------------------------------------------------------------------
+    def report_error(self, exc: BaseException, tb: str | None = None) -> None:
+        """Show `exc`: a UserError next to its field (or in a dialog), a bug with traceback."""
+        if not isinstance(exc, UserError):
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._show_status(f"Internal error: {self.last_error}")
+            show_dialog(self, exc, tb)
+            return
+        self.last_error = exc.message
+        self._show_status(exc.message)
+        key = exc.field or ""
+        if key.startswith("model."):
+            self.model_panel.show_error(exc.message)
+        elif key.startswith("adapter.targets") or key.startswith("adapter.overrides"):
+            self.tree_error.show_message(exc.message)
+        elif key.startswith("adapter."):
+            self.adapter_panel.show_field_error(exc.message)
+            self.tabs.setCurrentWidget(self.adapter_panel)
+        elif key.startswith("data."):
+            self.data_panel.show_field_error(exc.message)
+            self.tabs.setCurrentWidget(self.data_panel)
+        elif key.startswith("training."):
+            self.training_panel.show_error(key.partition(".")[2], exc.message)
+            self.tabs.setCurrentWidget(self.training_panel)
+        elif key in ("filter", "layers"):
+            self.layer_tree.filter_error.show_message(exc.message)
+        else:
+            show_dialog(self, exc)
+
+    def _show_status(self, text: str, timeout_ms: int = 8000) -> None:
+        self.statusBar().showMessage(text, timeout_ms)
+
+    # ---- model ----------------------------------------------------------------------------
+    @Slot(str)
+    @reports_errors
+    def _on_open_requested(self, spec: str) -> None:
+        self.open_model(spec)
+
+    def open_model(self, spec: str, keep_options: bool = True) -> None:
+        """Resolve and build the module tree of `spec` in the background."""
+        spec = spec.strip()
+        if not spec:
+            raise UserError("no model given; choose a model folder, a config.json, a cached "
+                            "model or demo:tiny-llama.", field="model.source")
+        options = self.model_panel.values()
+        options.source = spec
+        self.model_panel.set_values(options)
+        if self.tree is not None and self._pending_adapter is None:
+            # keep the selection if the new model has the same modules (task switch, reload)
+            self._pending_adapter = adapter_config(self._adapter_state())
+            self._pending_preset = DEFAULT_PRESET
+        self._loading_spec = spec
+        self.model_panel.set_busy(True)
+        self.tree_error.clear_message()
+        self._show_status(f"Loading the structure of {spec}…", 0)
+        self.jobs.submit("model", lambda: _load_model(spec, options.task,
+                                                      options.trust_remote_code,
+                                                      options.num_labels),
+                         self._on_model_loaded, self._on_model_failed)
+
+    def is_loading(self) -> bool:
+        return self.jobs.is_busy("model") or self.data_panel.is_loading()
+
+    @reports_errors
+    def _on_model_loaded(self, result: tuple[ModelSource, ModuleTree]) -> None:
+        self.source, self.tree = result
+        tree = self.tree
+        self._kinds = tree.kinds()
+        self._loading_spec = None
+        self.layer_tree.set_tree(tree)
+        self.model_panel.show_tree(tree, self.source)
+        tokenizer = str(self.source.path) if self.source.kind != "config" else None
+        self.data_panel.set_model(tokenizer, tree.task)
+        self.model_panel.set_recent(self.settings.add_recent_model(self.source.spec))
+        self._show_status(f"Opened {self.source.spec}: {tree.model_type}, "
+                          f"{compact(tree.total_params)} parameters, "
+                          f"{len(tree.modules):,} modules")
+        pending, preset = self._pending_adapter, self._pending_preset
+        self._pending_adapter = self._pending_preset = None
+        if pending is not None and (pending.targets or preset is None):
+            try:
+                self.tree_model.apply_adapter_state(adapter_state(pending, tree))
+                return
+            except UserError as exc:
+                if preset is None:  # from a run.yaml: say why the selection did not apply
+                    self._pending_adapter = None
+                    self.tree_model.apply_adapter_state(AdapterState(
+                        *self.adapter_panel.valid_values()))
+                    self.report_error(exc)
+                    return
+        if preset is not None:
+            self.layer_tree.apply_preset(preset)
+        else:
+            self._on_selection_changed()
+
+    def _on_model_failed(self, exc: BaseException, tb: str) -> None:
+        self._loading_spec = None
+        self.model_panel.set_busy(False)
+        if self.tree is not None and self._pending_adapter is None:
+            self._pending_adapter = adapter_config(self._adapter_state())
+        self.tree = self.source = None
+        self.layer_tree.set_tree(None)
+        self.data_panel.set_model(None, "causal-lm")
+        if isinstance(exc, UserError):
+            exc.field = exc.field or "model.source"
+        self.report_error(exc, tb)
+
+    # ---- adapter and counts ---------------------------------------------------------------
+    def _adapter_state(self) -> AdapterState:
+        rank, alpha, dropout, variant = self.adapter_panel.values()
+        return AdapterState(rank, alpha, dropout, variant, self.tree_model.selected_names(),
+                            self.tree_model.overrides())
+
+    @Slot()
+    def _on_adapter_settings(self) -> None:
+        rank, alpha, _, variant = self.adapter_panel.valid_values()
+        self.tree_model.set_adapter(rank, alpha, variant)
+        self._on_selection_changed()
+
+    @Slot()
+    def _on_selection_changed(self) -> None:
+        """Recount with the core planner (a few ms even for a 70B tree: profiled)."""
+        self.tree_error.clear_message()
+        tree = self.tree
+        if tree is None:
+            self.plan = None
+            self.adapter_panel.show_plan(None, 0, [], 0, "Open a model to see its counts.")
+            self.trainable_status.setText("")
+            return
+        rank, alpha, dropout, variant = self.adapter_panel.valid_values()
+        state = AdapterState(rank, alpha, dropout, variant, self.tree_model.selected_names(),
+                             self.tree_model.overrides())
+        self.plan, error = None, None
+        if state.selected:
+            try:
+                self.plan = plan_adapter(tree, adapter_config(state), "layer tree")
+            except UserError as exc:
+                error = exc.message
+                self.tree_error.show_message(exc.message)
+        self.adapter_panel.show_plan(self.plan, tree.total_params, self._kinds,
+                                     tree.num_layers, error)
+        if self.plan is not None:
+            self.trainable_status.setText(f"Trainable {exact(self.plan.trainable_params)} "
+                                          f"({percent(self.plan.percent)})")
+        else:
+            self.trainable_status.setText("Nothing ticked")
+
+    @Slot(object)
+    def _on_tree_error(self, exc: UserError) -> None:
+        self.report_error(exc)
+
+    # ---- run.yaml -------------------------------------------------------------------------
+    def run_config(self) -> RunConfig:
+        """The run exactly as the GUI shows it."""
+        if self.tree is None and self._pending_adapter is not None:
+            adapter = copy.deepcopy(self._pending_adapter)
+            adapter.rank, adapter.alpha, adapter.dropout, adapter.variant = (
+                self.adapter_panel.values())
+        else:
+            adapter = adapter_config(self._adapter_state())
+        return RunConfig(model=self.model_panel.values(), adapter=adapter,
+                         data=self.data_panel.values(), training=self.training_panel.values())
+
+    def run_state(self) -> RunState:
+        return RunState(self.model_panel.values(), self._adapter_state(),
+                        self.data_panel.values(), self.training_panel.values())
+
+    def apply_run_config(self, cfg: RunConfig) -> None:
+        """Show `cfg`; the model (re)loads in the background when it differs."""
+        a = cfg.adapter
+        self.adapter_panel.set_values(a.rank, a.alpha, a.dropout, a.variant)
+        self.data_panel.set_values(cfg.data)
+        self.training_panel.set_values(cfg.training)
+        same_model = (self.tree is not None and self.source is not None
+                      and self.model_panel.values() == cfg.model)
+        self.model_panel.set_values(cfg.model)
+        if same_model and self.tree is not None:
+            self.tree_model.apply_adapter_state(adapter_state(a, self.tree))
+        else:
+            self._pending_adapter, self._pending_preset = copy.deepcopy(a), None
+            self.tree = None
+            self.open_model(cfg.model.source)
+
+    @reports_errors
+    def load_run_file(self, path: str | Path) -> None:
+        cfg = RunConfig.load(path)
+        self.run_path = Path(path)
+        self.settings.set_last_run_path(str(path))
+        self.apply_run_config(cfg)
+        self._update_title()
+        self._show_status(f"Opened run {path}")
+
+    @Slot()
+    def open_run_dialog(self) -> None:
+        start = str(self.run_path.parent) if self.run_path else self.settings.last_dir("run")
+        path, _ = QFileDialog.getOpenFileName(self, "Open a run", start,
+                                              "Run files (*.yaml *.yml);;All files (*)")
+        if path:
+            self.settings.set_last_dir("run", str(Path(path).parent))
+            self.load_run_file(path)
+
+    @reports_errors
+    def save_run(self, path: str | Path | None = None) -> Path | None:
+        """Validate and write run.yaml; asks for a path the first time."""
+        self.adapter_panel.validate()
+        cfg = self.run_config()
+        validate(cfg, "run settings")
+        target = Path(path) if path else self.run_path
+        if target is None:
+            target = self._ask_save_path()
+            if target is None:
+                return None
+        cfg.save(target)
+        self.run_path = target
+        self.settings.set_last_run_path(str(target))
+        self._update_title()
+        self._show_status(f"Saved {target}")
+        return target
+
+    @Slot()
+    def save_run_as(self) -> None:
+        target = self._ask_save_path()
+        if target is not None:
+            self.save_run(target)
+
+    def _ask_save_path(self) -> Path | None:
+        start = str(self.run_path) if self.run_path else str(
+            Path(self.settings.last_dir("run") or Path.cwd()) / "run.yaml")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the run", start,
+                                              "Run files (*.yaml *.yml)")
+        if not path:
+            return None
+        self.settings.set_last_dir("run", str(Path(path).parent))
+        return Path(path)
+
+    @reports_errors
+    def copy_command_line(self) -> str | None:
+        """Save the run (so the file matches the window) and copy the command that replays it."""
+        target = self.save_run()
+        if target is None:
+            return None
+        command = f"graftlab train {shlex.quote(str(target.resolve()))}"
+        QApplication.clipboard().setText(command)
+        self._show_status(f"Copied: {command}")
+        return command
+
+    def _update_title(self) -> None:
+        self.setWindowTitle(f"{self.run_path.name} — Graftlab" if self.run_path else "Graftlab")
+
+    def _open_initial_run(self) -> None:
+        text = self.settings.last_run_yaml()
+        if text:
+            try:
+                cfg = RunConfig.from_dict(yaml.safe_load(text), where="last session")
+                self.apply_run_config(cfg)
+                last = self.settings.last_run_path()
+                self.run_path = Path(last) if last and Path(last).is_file() else None
+                self._update_title()
+                return
+            except (UserError, yaml.YAMLError):
+                pass  # a stale or broken saved state: start fresh on the demo
+        cfg = default_run()
+        self.adapter_panel.set_values(cfg.adapter.rank, cfg.adapter.alpha, cfg.adapter.dropout,
+                                      cfg.adapter.variant)
+        self.data_panel.set_values(cfg.data)
+        self.training_panel.set_values(cfg.training)
+        self.model_panel.set_values(cfg.model)
+        self._pending_adapter, self._pending_preset = None, DEFAULT_PRESET
+        self.open_model(cfg.model.source)
+
+    # ---- training -------------------------------------------------------------------------
+    @reports_errors
+    def start_training(self) -> None:
+        if self.runner.is_running():
+            return
+        if self.tree is None or self.source is None:
+            raise UserError("open a model first (File > Open model folder, or a demo).",
+                            field="model.source")
+        self.adapter_panel.validate()
+        cfg = self.run_config()
+        validate(cfg, "run settings")
+        plan_adapter(self.tree, cfg.adapter, "layer tree")
+        if not self.source.has_weights:
+            raise UserError(f"{self.source.spec} holds no weights (structure only), so it can "
+                            "be inspected but not trained; open the model folder with its "
+                            "*.safetensors.", field="model.source")
+        self.plots.clear()
+        self.log_view.add_line(f"Starting: {self.source.spec}, {len(cfg.adapter.targets):,} "
+                               "modules with adapters")
+        self.runner.start(cfg)
+        self._set_running(True)
+        self.training_panel.set_state("running")
+        self.tabs.setCurrentWidget(self.monitor_split)
+        self._show_status("Training started")
+
+    @Slot()
+    def toggle_pause(self) -> None:
+        if not self.runner.is_running():
+            return
+        if self.training_panel.state() == "paused":
+            self.resume_training()
+        else:
+            self.pause_training()
+
+    @Slot()
+    def pause_training(self) -> None:
+        if self.runner.is_running():
+            self.runner.pause()
+            self.training_panel.set_state("paused")
+
+    @Slot()
+    def resume_training(self) -> None:
+        if self.runner.is_running():
+            self.runner.resume()
+            self.training_panel.set_state("running")
+
+    @Slot()
+    def stop_training(self, save: bool = True) -> None:
+        if self.runner.is_running():
+            self.runner.stop(save)
+            self.training_panel.set_state("stopping")
+            self._show_status("Stopping after the current step…", 0)
+
+    @Slot(bool)
+    def _on_stop_requested(self, save: bool) -> None:
+        self.stop_training(save)
+
+    def _set_running(self, running: bool) -> None:
+        for w in (self.layer_tree, self.adapter_panel, self.data_panel, self.model_panel):
+            w.setEnabled(not running)
+        for a in (self.open_model_action, self.open_config_action, self.open_cache_action,
+                  self.open_run_action, self.start_action):
+            a.setEnabled(not running)
+        for a in (self.pause_action, self.stop_action):
+            a.setEnabled(running)
+        self.run_progress.setVisible(running)
+        if not running:
+            self.eta_label.setText("")
+
+    @Slot(object)
+    def _on_run_events(self, batch: list[Any]) -> None:
+        last: Step | None = None
+        for ev in batch:
+            if isinstance(ev, Started):
+                self._run_total = ev.total_steps
+                self.run_progress.setRange(0, max(ev.total_steps, 1))
+                self.run_progress.setValue(ev.start_step)
+                self.eta_label.setText(f"{ev.device} · {ev.precision}")
+            elif isinstance(ev, Step):
+                last = ev
+            elif isinstance(ev, Paused):
+                self.training_panel.set_state("paused")
+                self.eta_label.setText(f"paused at step {ev.step}")
+            elif isinstance(ev, Resumed):
+                self.training_panel.set_state("running")
+            elif isinstance(ev, Finished):
+                self.last_adapter_dir = ev.adapter_dir or self.last_adapter_dir
+            elif isinstance(ev, Failed):
+                self.last_error = ev.message
+        if last is not None:
+            self.run_progress.setValue(min(last.step, self.run_progress.maximum()))
+            self.eta_label.setText(f"loss {last.loss:.4f} · ETA {duration(last.eta_s)}")
+
+    @Slot(str)
+    def _on_run_failed(self, message: str) -> None:
+        exc = self.runner.last_error
+        if isinstance(exc, UserError):
+            self.report_error(exc)
+        else:
+            self.last_error = message.strip().splitlines()[-1] if message.strip() else message
+            box = QMessageBox(QMessageBox.Icon.Critical, "Training failed",
+                              "The run failed. The app is still usable; details below.",
+                              QMessageBox.StandardButton.Ok, self)
+            box.setDetailedText(message)
+            box.open()
+
+    @Slot(object)
+    def _on_run_finished(self, result: Any) -> None:
+        self._set_running(False)
+        self.training_panel.set_state("idle")
+        adapter_dir = getattr(result, "adapter_dir", None)
+        if adapter_dir:
+            self.last_adapter_dir = str(adapter_dir)
+            self._show_status(f"Run finished; adapter saved to {adapter_dir}")
+        if self._close_after_run:
+            QTimer.singleShot(0, self.close)
+
+    # ---- export ---------------------------------------------------------------------------
+    @reports_errors
+    def export_adapter(self) -> None:
+        folder = self.last_adapter_dir
+        if not folder:
+            folder = QFileDialog.getExistingDirectory(
+                self, "Choose an adapter folder to export", self.settings.last_dir("adapter"))
+            if not folder:
+                return
+            self.settings.set_last_dir("adapter", folder)
+        model = self.model_panel.values()
+        dialog = ExportDialog(folder, model.source, model.task, self)
+        dialog.open()
+
+    # ---- misc slots -----------------------------------------------------------------------
+    @Slot()
+    def focus_filter(self) -> None:
+        self.layer_tree.filter_edit.setFocus()
+        self.layer_tree.filter_edit.selectAll()
+
+    @Slot(bool)
+    def _on_busy_changed(self, busy: bool) -> None:
+        self.busy_bar.setVisible(busy)
+        self.busy_label.setText("Working…" if busy else "")
+        if not busy and self.statusBar().currentMessage().endswith("…"):
+            self.statusBar().clearMessage()
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for spec in self.settings.recent_models():
+            self.recent_menu.addAction(spec, lambda s=spec: self._on_open_requested(s))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About Graftlab",
+                          "Graftlab: see and steer LoRA fine-tuning.\n"
+                          "Every run is a run.yaml: `graftlab train run.yaml` replays it.")
+
+    # ---- drag and drop --------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+        if urls and all(u.isLocalFile() for u in urls):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        for url in event.mimeData().urls():
+            self.open_path(url.toLocalFile())
+        event.acceptProposedAction()
+
+    @reports_errors
+    def open_path(self, path: str) -> str:
+        """Open a dropped path: a folder or config.json is a model, .yaml a run, else data."""
+        p = Path(path)
+        if p.is_dir() or p.name in MODEL_FILES:
+            self.model_panel.last_dir = str(p.parent)
+            self.open_model(str(p))
+            return "model"
+        if p.suffix.lower() in RUN_SUFFIXES:
+            self.load_run_file(p)
+            return "run"
+        self.data_panel.set_path(str(p))
+        self.tabs.setCurrentWidget(self.data_panel)
+        return "data"
+
+    # ---- window state and closing ---------------------------------------------------------
+    def _restore_window(self) -> None:
+        geometry = self.settings.geometry()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.window_state()
+        if state is not None:
+            self.restoreState(state)
+        for split in (self.main_split, self.left_split, self.monitor_split):
+            saved = self.settings.splitter_state(split.objectName())
+            if saved is not None:
+                split.restoreState(saved)
+
+    def _ask_stop_on_close(self) -> bool:
+        """True: stop (saving the adapter) and close; False: keep the window open."""
+        answer = QMessageBox.question(
+            self, "Training is running",
+            "A training run is in progress. Stop it, save the adapter so far, and quit?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        return answer == QMessageBox.StandardButton.Save
+
+    def _save_session(self) -> None:
+        splitters = {s.objectName(): s.saveState()
+                     for s in (self.main_split, self.left_split, self.monitor_split)}
+        self.settings.save_window(self.saveGeometry(), self.saveState(), splitters)
+        self.settings.set_last_dir("model", self.model_panel.last_dir)
+        self.settings.set_last_dir("data", self.data_panel.last_dir)
+        with contextlib.suppress(Exception):  # never block closing on a half-entered form
+            self.settings.set_last_run_yaml(self.run_config().to_yaml())
+        self.settings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.runner.is_running():
+            if not self._close_after_run:
+                if not self._ask_stop_on_close():
+                    event.ignore()
+                    return
+                self._close_after_run = True
+                self.stop_training(save=True)
+            if not self.runner.shutdown(3000):
+                # the step in flight is still running: close again on runner.finished
+                self._show_status("Stopping: saving the adapter, then closing…", 0)
+                event.ignore()
+                return
+        self._save_session()
+        self.jobs.wait(30_000)  # a structure build in flight finishes; results are dropped
+        super().closeEvent(event)

@@ -1,0 +1,86 @@
+"""What the app remembers between sessions (QSettings): window geometry and state, recent
+models, the last run and the folders last used in file dialogs.
+
+Tests pass their own QSettings (an ini file in a temp folder), so they never touch the user's.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, QSettings
+
+ORGANIZATION = "Graftlab"
+APPLICATION = "Graftlab"
+MAX_RECENT = 10
+
+
+def default_qsettings() -> QSettings:
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANIZATION,
+                     APPLICATION)
+
+
+class AppSettings:
+    """Typed accessors over one QSettings object."""
+
+    def __init__(self, qsettings: QSettings | None = None) -> None:
+        self.qsettings = qsettings if qsettings is not None else default_qsettings()
+
+    # ---- window ---------------------------------------------------------------------------
+    def geometry(self) -> QByteArray | None:
+        value = self.qsettings.value("window/geometry")
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def window_state(self) -> QByteArray | None:
+        value = self.qsettings.value("window/state")
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def splitter_state(self, name: str) -> QByteArray | None:
+        value = self.qsettings.value(f"window/splitter/{name}")
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def save_window(self, geometry: QByteArray, state: QByteArray,
+                    splitters: dict[str, QByteArray]) -> None:
+        self.qsettings.setValue("window/geometry", geometry)
+        self.qsettings.setValue("window/state", state)
+        for name, value in splitters.items():
+            self.qsettings.setValue(f"window/splitter/{name}", value)
+
+    # ---- recent models --------------------------------------------------------------------
+    def recent_models(self) -> list[str]:
+        value = self.qsettings.value("recent/models")
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or []) if str(v)]
+
+    def add_recent_model(self, spec: str) -> list[str]:
+        recent = [spec] + [r for r in self.recent_models() if r != spec]
+        recent = recent[:MAX_RECENT]
+        self.qsettings.setValue("recent/models", recent)
+        return recent
+
+    def clear_recent_models(self) -> None:
+        self.qsettings.remove("recent/models")
+
+    # ---- last run -------------------------------------------------------------------------
+    def last_run_yaml(self) -> str | None:
+        value = self.qsettings.value("run/last_yaml")
+        return str(value) if value else None
+
+    def set_last_run_yaml(self, text: str) -> None:
+        self.qsettings.setValue("run/last_yaml", text)
+
+    def last_run_path(self) -> str | None:
+        value = self.qsettings.value("run/last_path")
+        return str(value) if value else None
+
+    def set_last_run_path(self, path: str) -> None:
+        self.qsettings.setValue("run/last_path", path)
+
+    # ---- dialog folders -------------------------------------------------------------------
+    def last_dir(self, kind: str) -> str:
+        return str(self.qsettings.value(f"dirs/{kind}", "") or "")
+
+    def set_last_dir(self, kind: str, folder: str) -> None:
+        self.qsettings.setValue(f"dirs/{kind}", folder)
+
+    def sync(self) -> None:
+        self.qsettings.sync()
