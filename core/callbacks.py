@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback, TrainingArguments
 
 from core.config import RunConfig
-from core.events import Checkpoint, Eval, Paused, Resumed, Started, Step
+from core.events import Checkpoint, Eval, Paused, Resumed, Started, Step, UpdateNorms
 
 if TYPE_CHECKING:
     from core.session import TrainingSession
@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
 def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: str,
                        has_eval: bool) -> TrainingArguments:
-    """Map run.yaml's training section onto TrainingArguments."""
+    """Map run.yaml's training section onto TrainingArguments.
+
+    GPU path: bf16 autocast when ``precision`` resolved to bf16 (the session loads the weights in
+    bf16 on CUDA as well), fused AdamW (one kernel per parameter group instead of a loop over
+    tensors), optional ``torch.compile`` (``training.torch_compile``, off unless measured to
+    win). Attention is transformers 5's default, SDPA, which the session keeps.
+    """
     t = cfg.training
     eval_every = has_eval and t.eval_steps > 0
     return TrainingArguments(
@@ -55,6 +61,10 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
         ddp_find_unused_parameters=False,
         remove_unused_columns=False,
         label_names=["labels"],
+        # Fused AdamW: CUDA kernels on a GPU; on CPU the fused path also exists (torch >= 2.4)
+        # and is transformers 5's default, so both devices get the same optimizer.
+        optim="adamw_torch_fused",
+        torch_compile=t.torch_compile,
     )
 
 
@@ -80,6 +90,8 @@ class SessionCallback(TrainerCallback):
         self._last_tokens = 0
         self._first_step = 0
         self._last_checkpoint = 0.0
+        self._norms_cost = 0.0
+        self._norms_step = -1
         self.diverged: str | None = None
 
     def active_seconds(self) -> float:
@@ -134,8 +146,33 @@ class SessionCallback(TrainerCallback):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.session.emit(Checkpoint(state.global_step, str(path)))
 
+    def _emit_update_norms(self, step: int) -> None:
+        """Heatmap data, computed here in the worker thread from the small factors.
+
+        On big models this costs seconds, so it is skipped while its total cost would exceed
+        5% of training time.
+        """
+        every = self.session.cfg.training.update_norms_every
+        if not every or step % every or self._norms_cost > 0.05 * self.active_seconds():
+            return
+        from core.update_norms import relative_update_sizes
+
+        t = monotonic()
+        sizes = relative_update_sizes(self.session.model)
+        self._norms_cost += monotonic() - t
+        self._norms_step = step
+        self.session.emit(UpdateNorms(step, sizes))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step = state.global_step
+        if self.session.cfg.training.update_norms_every and step and step != self._norms_step:
+            from core.update_norms import relative_update_sizes
+
+            self.session.emit(UpdateNorms(step, relative_update_sizes(self.session.model)))
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         session = self.session
+        self._emit_update_norms(state.global_step)
         if session.paused and not session.stop_requested:
             session.emit(Paused(state.global_step))
             t = monotonic()

@@ -133,6 +133,43 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapter_info(args: argparse.Namespace) -> int:
+    from core.adapter_info import compare_adapters, read_adapter
+    from core.compat import check_adapter
+
+    info = read_adapter(args.adapter)
+    issues = check_adapter(info)
+    if args.compare:
+        comparison = compare_adapters(info, args.compare)
+        if args.json:
+            json.dump(comparison.to_json(), sys.stdout)
+            sys.stdout.write("\n")
+            return 0
+        print(f"{len(comparison.common)} modules adapted by both; {len(comparison.only_a)} only "
+              f"in {args.adapter}, {len(comparison.only_b)} only in {args.compare}")
+        for m in comparison.common:
+            cos = "n/a" if m.cosine is None else f"{m.cosine:+.3f}"
+            print(f"  {m.name:<60} cosine {cos}  norm ratio {m.norm_ratio:.3g}")
+        return 0
+    if args.json:
+        json.dump(info.to_json() | {"compatibility": [i.to_json() for i in issues]}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(f"LoRA adapter for {info.base_model or '(base model not recorded)'}: "
+          f"{info.variant}, {len(info.modules)} modules, {info.total_params:,} parameters, "
+          f"{info.file_size:,} bytes")
+    width = max((len(m.name) for m in info.modules), default=10)
+    print(f"  {'module':<{width}}  rank  alpha    scale   ‖ΔW‖_F  eff.rank")
+    for m in info.modules:
+        print(f"  {m.name:<{width}}  {m.rank:>4}  {m.alpha:>5g}  {m.scale:>7.3g}  "
+              f"{m.delta_norm:>7.3g}  {m.effective_rank:>8.2f}")
+    for s in info.saved_modules:
+        print(f"  saved in full: {s.name} ({s.params:,} parameters)")
+    for issue in issues:
+        print(f"{issue.severity} [{issue.target}]: {issue.message}")
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from core.export import export_merged
 
@@ -171,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "sequence-classification"])
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("adapter-info", help="inspect any PEFT LoRA adapter folder (no base "
+                       "model needed)")
+    p.add_argument("adapter", help="adapter folder (adapter_config.json + safetensors)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--compare", metavar="OTHER", help="compare with another adapter folder")
+    p.set_defaults(func=cmd_adapter_info)
     p = sub.add_parser("merge", help="merge an adapter into its base and save a full model")
     p.add_argument("adapter", help="PEFT adapter folder (a run's adapter/)")
     p.add_argument("--base", required=True, help="the base model (folder, cached id, demo:)")

@@ -26,6 +26,7 @@ DATA_FORMATS = ("auto", "text", "prompt-completion", "chat", "classification")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+PACKING = ("auto", "on", "off")
 
 
 @dataclass
@@ -132,6 +133,8 @@ class TrainingConfig:
     """Evaluate every N steps (0: only at the end, when there is an eval split)."""
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N steps (0: none)."""
+    update_norms_every: int = 10
+    """Compute each module's relative update size (the heatmap) every N steps (0: off)."""
     checkpoint_minutes: float = 10.0
     """Also write a checkpoint when this many minutes of training passed since the last (0: off)."""
     checkpoint_limit: int = 2
@@ -142,6 +145,13 @@ class TrainingConfig:
     """``auto`` (bf16 on GPUs that support it, else fp32), ``fp32``, ``bf16``; fp16 is GPU-only."""
     output_dir: str = "runs/graftlab"
     """Run folder: run.yaml, metrics.jsonl, adapter/ and checkpoints/ go here."""
+    packing: str = "auto"
+    """Causal LM: ``auto`` concatenates each batch's examples without padding when a check on
+    the loaded model shows the loss is exactly that of padded batches; ``on`` requires it (an
+    error if not exact), ``off`` always pads."""
+    torch_compile: bool = False
+    """Compile the model with ``torch.compile``. Off by default: turn it on only where a
+    measurement shows it wins (compile time is paid at the start of every run)."""
 
 
 @dataclass
@@ -301,7 +311,7 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              "below 1, such as 2e-4.", "training.learning_rate")
     _require(t.scheduler in SCHEDULERS, f"{where}: `training.scheduler` is {t.scheduler!r}; "
              f"use one of {', '.join(SCHEDULERS)}.", "training.scheduler")
-    for key in ("warmup_steps", "eval_steps", "checkpoint_every"):
+    for key in ("warmup_steps", "eval_steps", "checkpoint_every", "update_norms_every"):
         value = getattr(t, key)
         _require(value >= 0, f"{where}: `training.{key}` is {value}; use 0 or more.",
                  f"training.{key}")
@@ -319,6 +329,10 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              f"{', '.join(DEVICES)}.", "training.device")
     _require(t.precision in PRECISIONS, f"{where}: `training.precision` is {t.precision!r}; "
              f"use one of {', '.join(PRECISIONS)}.", "training.precision")
+    _require(t.packing in PACKING, f"{where}: `training.packing` is {t.packing!r}; use one of "
+             f"{', '.join(PACKING)}.", "training.packing")
+    _require(isinstance(t.torch_compile, bool), f"{where}: `training.torch_compile` must be "
+             "true or false.", "training.torch_compile")
     _require(bool(t.output_dir.strip()), f"{where}: `training.output_dir` is empty; set a "
              "folder for the run.", "training.output_dir")
 

@@ -66,6 +66,15 @@ class Eval(Event):
 
 
 @dataclass
+class UpdateNorms(Event):
+    """Relative update size ‖scale·B·A‖_F / ‖W‖_F per adapted module (the layer heatmap)."""
+
+    kind: ClassVar[str] = "update_norms"
+    step: int
+    sizes: dict[str, float]
+
+
+@dataclass
 class Checkpoint(Event):
     kind: ClassVar[str] = "checkpoint"
     step: int
@@ -113,7 +122,8 @@ class Failed(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (Started, Step, Eval, Checkpoint, Paused, Resumed, Message, Finished, Failed)
+    for cls in (Started, Step, Eval, UpdateNorms, Checkpoint, Paused, Resumed, Message, Finished,
+                Failed)
 }
 
 Sink = Callable[[Event], None]

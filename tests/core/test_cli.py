@@ -41,6 +41,13 @@ def test_train_end_to_end(tmp_path, tiny_models):
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in steps if x["event"] == "step"] == [1, 2, 3, 4]
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    info = graftlab("adapter-info", str(out / "adapter"), "--json")
+    assert info.returncode == 0, info.stderr
+    data = json.loads(info.stdout)
+    assert data["base_model"] == str(tiny_models["llama"].resolve())
+    ranks = {m["name"]: m["rank"] for m in data["modules"]}
+    assert ranks == {"model.layers.0.mlp.down_proj": 8, "model.layers.0.self_attn.q_proj": 8,
+                     "model.layers.1.self_attn.q_proj": 16}
     # The resolved run.yaml reproduces the run.
     again = graftlab("train", str(out / "run.yaml"), "--output", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr

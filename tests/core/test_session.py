@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from core.config import RunConfig
-from core.events import Eval, Finished, Started, Step, read_metrics
+from core.events import Eval, Finished, Started, Step, UpdateNorms, read_metrics
 from core.session import TrainingSession
 
 
@@ -44,6 +44,9 @@ def test_loss_falls_and_metrics_are_complete(tmp_path, tiny_models):
     assert last < first - 0.5, (first, last)
     assert isinstance(events[-1], Finished) and not events[-1].stopped_early
     assert any(isinstance(e, Eval) for e in events)
+    norms = [e for e in events if isinstance(e, UpdateNorms)]
+    assert [n.step for n in norms][:4] == [10, 20, 30, 40]
+    assert len(norms[-1].sizes) == 14 and all(v > 0 for v in norms[-1].sizes.values())
     started = next(e for e in events if isinstance(e, Started))
     assert started.total_steps == 40 and started.device == "cpu"
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
