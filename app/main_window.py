@@ -34,14 +34,17 @@ from PySide6.QtWidgets import (
 
 from app.background import BackgroundJobs
 from app.dialogs.export_dialog import ExportDialog
+from app.dialogs.inspector_window import InspectorWindow
 from app.errors import ErrorLabel, reports_errors, show_dialog
 from app.numbers import compact, duration, exact, percent
 from app.run_state import AdapterState, RunState, adapter_config, adapter_state
 from app.settings import AppSettings
 from app.widgets.adapter_panel import AdapterPanel
 from app.widgets.data_panel import DataPanel
+from app.widgets.heatmap_panel import HeatmapPanel
 from app.widgets.layer_tree import LayerTreeWidget
 from app.widgets.log_view import LogView
+from app.widgets.memory_panel import MemoryInputs, MemoryPanel
 from app.widgets.metric_plots import MetricPlots
 from app.widgets.model_panel import ModelPanel
 from app.widgets.training_panel import TrainingPanel
@@ -116,6 +119,9 @@ class MainWindow(QMainWindow):
         self.plots = MetricPlots()
         self.log_view = LogView()
         self.tree_error = ErrorLabel()
+        self.heatmap_panel = HeatmapPanel()
+        self.memory_panel = MemoryPanel()
+        self.inspector: InspectorWindow | None = None
 
     def _build_layout(self) -> None:
         model_box = QGroupBox("Model")
@@ -145,6 +151,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.data_panel, "Data")
         self.tabs.addTab(self.training_panel, "Training")
         self.tabs.addTab(monitor, "Monitor")
+        self.tabs.addTab(self.heatmap_panel, "Heatmap")
+        self.training_panel.add_preflight(self.memory_panel)
 
         self.main_split = QSplitter(Qt.Orientation.Horizontal)
         self.main_split.setObjectName("mainSplit")
@@ -205,6 +213,10 @@ class MainWindow(QMainWindow):
                                         sp.SP_MediaStop)
         self.filter_action = self._action("&Filter modules", self.focus_filter,
                                           QKeySequence.StandardKey.Find)
+        self.inspect_action = self._action("&Inspect adapter…", self.inspect_adapter, "Ctrl+I",
+                                           "Open any PEFT LoRA adapter folder in the inspector")
+        self.compare_action = self._action("&Compare adapters…", self.compare_adapter_folders,
+                                           tip="Compare the updates of two adapter folders")
         self.preset_actions = {
             key: self._action(f"Preset: {label}", lambda k=key: self.layer_tree.apply_preset(k),
                               f"Ctrl+{n}")
@@ -236,6 +248,9 @@ class MainWindow(QMainWindow):
         train_menu = bar.addMenu("&Train")
         for a in (self.start_action, self.pause_action, self.stop_action):
             train_menu.addAction(a)
+        tools_menu = bar.addMenu("T&ools")
+        tools_menu.addAction(self.inspect_action)
+        tools_menu.addAction(self.compare_action)
         help_menu = bar.addMenu("&Help")
         help_menu.addAction("&About Graftlab", self._about)
 
@@ -291,6 +306,19 @@ class MainWindow(QMainWindow):
         self.runner.events.connect(self._on_run_events)
         self.runner.failed.connect(self._on_run_failed)
         self.runner.finished.connect(self._on_run_finished)
+        # heatmap, memory estimate and compatibility follow the plan (after the recount above)
+        self.tree_model.selection_changed.connect(self._on_plan_for_views)
+        self.adapter_panel.settings_changed.connect(self._on_plan_for_views)
+        self.runner.events.connect(self.heatmap_panel.append_events)
+        self.heatmap_panel.attach_layer_tree(self.layer_tree)
+        self.heatmap_panel.inspect_requested.connect(self.open_inspector)
+        self.data_panel.changed.connect(self.memory_panel.schedule)
+        fields = self.training_panel.fields
+        fields["batch_size"].valueChanged.connect(self.memory_panel.schedule)
+        fields["gradient_checkpointing"].toggled.connect(self.memory_panel.schedule)
+        for name in ("precision", "device"):
+            fields[name].currentTextChanged.connect(self.memory_panel.schedule)
+        self.memory_panel.set_inputs(self._memory_inputs)
 
     # ---- errors ---------------------------------------------------------------------------
     def report_error(self, exc: BaseException, tb: str | None = None) -> None:
@@ -692,6 +720,52 @@ class MainWindow(QMainWindow):
         model = self.model_panel.values()
         dialog = ExportDialog(folder, model.source, model.task, self)
         dialog.open()
+
+    # ---- heatmap, memory estimate, inspector ----------------------------------------------
+    @Slot()
+    def _on_plan_for_views(self) -> None:
+        self.heatmap_panel.show_plan(self.tree, self.plan)
+        self.memory_panel.schedule()
+
+    def _memory_inputs(self) -> MemoryInputs | None:
+        if self.tree is None or self.plan is None:
+            return None
+        resolved = self.training_panel.resolved_device()  # None until the probe has answered
+        config = self.source.path if self.source is not None else None
+        return MemoryInputs(self.tree, self.plan, self.training_panel.values(),
+                            self.data_panel.values().max_length,
+                            resolved[0] if resolved else "cpu", config)
+
+    def open_inspector(self, folder: str | None = None,
+                       compare_with: str | None = None) -> InspectorWindow:
+        """The inspector window (one, reused), reading `folder` if given."""
+        if self.inspector is None:
+            self.inspector = InspectorWindow(self, self.settings.last_dir("adapter"))
+        self.inspector.show()
+        self.inspector.raise_()
+        self.inspector.activateWindow()
+        if folder:
+            self.inspector.open_folder(folder, compare_with)
+        return self.inspector
+
+    @Slot()
+    def inspect_adapter(self) -> None:
+        start = self.last_adapter_dir or self.settings.last_dir("adapter")
+        folder = QFileDialog.getExistingDirectory(self, "Open a LoRA adapter folder", start)
+        if folder:
+            self.settings.set_last_dir("adapter", folder)
+            self.open_inspector(folder)
+
+    @Slot()
+    def compare_adapter_folders(self) -> None:
+        start = self.last_adapter_dir or self.settings.last_dir("adapter")
+        first = QFileDialog.getExistingDirectory(self, "First adapter folder (A)", start)
+        if not first:
+            return
+        second = QFileDialog.getExistingDirectory(self, "Second adapter folder (B)", first)
+        if second:
+            self.settings.set_last_dir("adapter", second)
+            self.open_inspector(first, second)
 
     # ---- misc slots -----------------------------------------------------------------------
     @Slot()

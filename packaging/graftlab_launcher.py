@@ -1,0 +1,8 @@
+"""Entry script for the PyInstaller build: the same `graftlab` command as the pip install."""
+
+import sys
+
+from core.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

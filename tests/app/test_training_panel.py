@@ -1,0 +1,149 @@
+"""TrainingPanel: the training section of run.yaml, run controls and progress."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.widgets.log_view import LogView
+from app.widgets.training_panel import TrainingPanel, field_docs, format_eta
+from core.config import TrainingConfig
+from core.events import Checkpoint, Failed, Finished, Message, Paused, Started, Step
+
+
+@pytest.fixture
+def panel(qtbot):
+    p = TrainingPanel(probe=False)
+    qtbot.addWidget(p)
+    return p
+
+
+def test_defaults_and_round_trip(panel):
+    assert panel.values() == TrainingConfig()
+    cfg = TrainingConfig(max_steps=-1, epochs=2.5, batch_size=8, gradient_accumulation=4,
+                         learning_rate=3e-5, scheduler="cosine", warmup_steps=10,
+                         weight_decay=0.01, max_grad_norm=0.0, seed=7,
+                         gradient_checkpointing=True, logging_steps=5, eval_steps=20,
+                         checkpoint_every=50, checkpoint_limit=3, device="cpu",
+                         precision="bf16", output_dir="/tmp/some run")
+    panel.set_values(cfg)
+    assert panel.values() == cfg
+
+
+def test_every_field_has_its_docstring_as_tooltip(panel):
+    docs = field_docs(TrainingConfig)
+    assert set(docs) == {f.name for f in dataclasses.fields(TrainingConfig)}
+    for name, widget in panel.fields.items():
+        assert widget.toolTip() == docs[name] and docs[name]
+    assert "Optimizer steps" in panel.fields["max_steps"].toolTip()
+
+
+def test_bad_learning_rate_becomes_nan_for_core_to_reject(panel):
+    panel.fields["learning_rate"].setText("")
+    assert panel.values().learning_rate != panel.values().learning_rate  # NaN
+
+
+def test_buttons_follow_the_state_machine(panel, qtbot):
+    b = panel
+    expected = {  # start, pause, resume, stop
+        "idle": (True, False, False, False),
+        "running": (False, True, False, True),
+        "paused": (False, False, True, True),
+        "stopping": (False, False, False, False),
+    }
+    for state, enabled in expected.items():
+        panel.set_state(state)
+        got = tuple(x.isEnabled() for x in (b.start_button, b.pause_button, b.resume_button,
+                                            b.stop_button))
+        assert got == enabled, state
+        assert panel.fields["batch_size"].isEnabled() == (state == "idle")
+    with pytest.raises(ValueError):
+        panel.set_state("exploded")
+
+
+def test_buttons_emit_requests(panel, qtbot):
+    with qtbot.waitSignal(panel.start_requested, timeout=1_000):
+        qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    panel.set_state("running")
+    with qtbot.waitSignal(panel.pause_requested, timeout=1_000):
+        qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    panel.set_state("paused")
+    with qtbot.waitSignal(panel.resume_requested, timeout=1_000):
+        qtbot.mouseClick(panel.resume_button, Qt.MouseButton.LeftButton)
+    with qtbot.waitSignal(panel.stop_requested, timeout=1_000) as blocker:
+        qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [True]
+
+
+def test_progress_and_eta_from_events(panel):
+    panel.set_progress(12, 100, 83)
+    assert panel.progress.value() == 12 and "1:23" in panel.eta_label.text()
+    panel.append_events([Started("r", 50, 1, 10, "cpu", "fp32", 4),
+                         Step(10, 1.0, 1e-4, 0.1, 0.1, 5.0, 10, 1.0, 3725.0, 1.0)])
+    assert panel.progress.maximum() == 50 and panel.progress.value() == 10
+    assert "1:02:05" in panel.eta_label.text()
+    assert "CPU" in panel.device_label.text()
+    panel.append_events([Paused(10)])
+    assert "Paused" in panel.eta_label.text()
+    panel.append_events([Finished(50, False, "a", 0.5, 61.0)])
+    assert panel.progress.value() == 50 and "Finished" in panel.eta_label.text()
+    assert format_eta(None) == "–" and format_eta(59.6) == "1:00"
+
+
+def test_device_label_resolves_auto(panel):
+    panel.set_accelerator({"cuda": False, "bf16": False, "name": "CPU"})
+    assert panel.resolved_device() == ("cpu", "fp32")
+    assert "CPU" in panel.device_label.text()
+    panel.fields["precision"].setCurrentText("fp16")
+    assert panel.resolved_device() == ("cpu", "fp32")  # fp16 is GPU-only, as in core
+    panel.fields["device"].setCurrentText("cuda")
+    assert "No CUDA GPU" in panel.device_label.text()
+    panel.set_accelerator({"cuda": True, "bf16": True, "name": "H200"})
+    panel.fields["device"].setCurrentText("auto")
+    panel.fields["precision"].setCurrentText("auto")
+    assert panel.resolved_device() == ("cuda", "bf16")
+    assert "H200" in panel.device_label.text()
+
+
+def test_device_probe_fills_the_label_in_the_background(qtbot):
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    qtbot.waitUntil(lambda: panel.resolved_device() is not None, timeout=60_000)
+    assert panel.device_label.text().startswith("Will train on")
+
+
+def test_show_error_next_to_the_field(panel):
+    assert not panel.show_error("adapter.rank", "rank is 0")
+    assert panel.show_error("training.warmup_steps", "warmup is -1; use 0 or more.")
+    assert panel.advanced_toggle.isChecked()  # an advanced field is made visible
+    assert panel.error_label.text() == "warmup is -1; use 0 or more."
+    panel.clear_error()
+    assert panel.error_label.text() == ""
+
+
+def test_log_view_shows_messages_and_failures_and_is_bounded(qtbot):
+    log = LogView(max_lines=50)
+    qtbot.addWidget(log)
+    log.append_events([Message("data: 256 examples"), Message("odd <rank>", "warning"),
+                       Checkpoint(3, "/tmp/ck"), Failed("rank is 0", True, "Traceback ...")])
+    text = log.toPlainText()
+    assert "data: 256 examples" in text and "warning: odd <rank>" in text
+    assert "error: rank is 0" in text and "Traceback" in text and "/tmp/ck" in text
+    log.append_events([Message(f"line {i}") for i in range(500)])
+    assert log.blockCount() <= 50 and "line 499" in log.toPlainText()
+
+
+def test_panel_works_without_python_sources(qtbot, monkeypatch):
+    """A frozen (PyInstaller) build may ship no .py files: no tooltips, but no crash."""
+    import inspect
+
+    def no_source(_obj):
+        raise OSError("could not get source code")
+
+    monkeypatch.setattr(inspect, "getsource", no_source)
+    assert field_docs(TrainingConfig) == {}
+    panel = TrainingPanel(probe=False)
+    qtbot.addWidget(panel)
+    assert panel.values() == TrainingConfig()

@@ -1,0 +1,139 @@
+"""Event-loop stalls while a real run trains at full speed in the worker thread.
+
+A 5 ms QTimer on the GUI thread records how late each tick is. The run (demo model, live plots
+connected) is split into the set-up phase (start -> first Step: importing torch, loading data
+and weights, wrapping the model) and the steady state (first Step -> finished).
+
+    python tests/bench/bench_ui_stall.py [--steps 150]
+
+Targets (issue 3): steady p99 <= 16 ms and max <= 50 ms; set-up max <= 100 ms.
+Prints one JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+from PySide6.QtCore import QObject, Qt, QTimer, Slot  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+INTERVAL_MS = 5
+
+
+class StallProbe(QObject):
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase = "idle"
+        self.late: dict[str, list[float]] = {"idle": [], "setup": [], "steady": []}
+        self._last = time.perf_counter()
+        self.timer = QTimer(self)
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(INTERVAL_MS)
+        self.timer.timeout.connect(self._on_tick)
+
+    @Slot()
+    def _on_tick(self) -> None:
+        now = time.perf_counter()
+        self.late[self.phase].append(max(0.0, (now - self._last) * 1000 - INTERVAL_MS))
+        self._last = now
+
+    @Slot(object)
+    def on_events(self, batch) -> None:
+        from core.events import Step
+
+        if self.phase == "setup" and any(isinstance(e, Step) for e in batch):
+            self.phase = "steady"
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    a = np.asarray(values)
+    return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=150)
+    args = parser.parse_args()
+    app = QApplication.instance() or QApplication([])
+    os.environ.setdefault("GRAFTLAB_CACHE", str(Path(tempfile.gettempdir()) / "graftlab-bench"))
+
+    from app.widgets.log_view import LogView
+    from app.widgets.metric_plots import MetricPlots
+    from app.widgets.training_panel import TrainingPanel
+    from app.worker import TrainingRunner
+    from core.config import RunConfig
+    from core.demo import demo_data_path, demo_model_path
+
+    demo_model_path("tiny-llama")  # build the demo files once, outside the measurement
+    demo_data_path("stories")
+
+    cfg = RunConfig()
+    cfg.model.source = "demo:tiny-llama"
+    cfg.data.path = "demo:stories"
+    cfg.adapter.targets = ["model.layers.*.self_attn.q_proj", "model.layers.*.self_attn.v_proj"]
+    cfg.training.max_steps = args.steps
+    cfg.training.output_dir = tempfile.mkdtemp(prefix="graftlab-bench-run-")
+
+    plots, panel, log = MetricPlots(), TrainingPanel(probe=False), LogView()
+    for w in (plots, panel, log):
+        w.show()
+    plots.resize(900, 600)
+    probe = StallProbe()
+    runner = TrainingRunner()
+    runner.events.connect(probe.on_events)
+    runner.events.connect(plots.append_events)
+    runner.events.connect(panel.append_events)
+    runner.events.connect(log.append_events)
+    failures: list[str] = []
+    runner.failed.connect(failures.append)
+
+    # Drive everything from app.exec(): a polling loop (processEvents + sleep) would keep the
+    # GUI thread contending for the GIL and slow the worker several-fold.
+    times: dict[str, float] = {}
+
+    def start_run() -> None:
+        probe.phase = "setup"
+        times["t0"] = time.perf_counter()
+        runner.start(cfg)
+
+    def first_step(_batch) -> None:
+        if "first" not in times and probe.phase == "steady":
+            times["first"] = time.perf_counter()
+
+    runner.events.connect(first_step)
+    runner.finished.connect(app.quit)
+    probe.timer.start()
+    QTimer.singleShot(500, start_run)  # 0.5 s of idle baseline first
+    app.exec()
+    t0, t_end = times["t0"], time.perf_counter()
+    t_first = times.get("first")
+    probe.timer.stop()
+    if failures:
+        raise SystemExit(failures[0])
+    result = {
+        "bench": "ui_stall", "steps": args.steps, "cpus": os.cpu_count(),
+        "setup_s": round((t_first or t_end) - t0, 2),
+        "steady_s": round(t_end - (t_first or t_end), 2),
+        "steps_per_s": round(args.steps / max(t_end - (t_first or t_end), 1e-9), 1),
+        "idle": stats(probe.late["idle"]), "setup": stats(probe.late["setup"]),
+        "steady": stats(probe.late["steady"]),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
