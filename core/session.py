@@ -179,6 +179,22 @@ class TrainingSession:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
+    def snapshot_adapter(self, out_dir: str | Path) -> list[tuple[Path, int]]:
+        """Save the adapter as it is now (for "export while paused"); atomic like every export.
+
+        Call it only while the run is paused (or finished): the training thread is then
+        blocked between steps, so the weights are not changing underneath the save.
+        """
+        from core.export import save_adapter
+
+        if self.model is None:
+            raise UserError("the model is not loaded yet; wait for the first step, then pause "
+                            "and export.")
+        if not self.paused and self._jsonl is not None:
+            raise UserError("pause the run before exporting its adapter mid-training.")
+        source = resolve_source(self.cfg.model.source, self.cfg.model.trust_remote_code)
+        return save_adapter(self.model, out_dir, source.name)
+
     def emit(self, event: Event) -> None:
         if self._jsonl is None:  # the run folder does not exist yet: replay these into it
             self._early.append(event)
@@ -254,8 +270,9 @@ class TrainingSession:
 
         from core.callbacks import SessionCallback, training_arguments
         from core.checkpoints import make_trainer_class
-        from core.data import make_collator, prepare
+        from core.data import prepare
         from core.export import save_adapter
+        from core.packing import choose_collator
 
         cfg, plan = self.cfg, self.plan
         assert plan is not None
@@ -286,9 +303,13 @@ class TrainingSession:
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
                           device, precision, len(data.train))
         callback = SessionCallback(self, started)
+        collator, packing_note = choose_collator(self.model, tokenizer, task,
+                                                 cfg.training.packing)
+        if packing_note:
+            self.emit(Message(packing_note))
         trainer = make_trainer_class()(
             model=self.model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-            data_collator=make_collator(tokenizer, task), callbacks=[callback])
+            data_collator=collator, callbacks=[callback])
         trainer.checkpoint_limit = cfg.training.checkpoint_limit
         trainer.remove_callback(PrinterCallback)
         output = trainer.train(
