@@ -111,8 +111,11 @@ def _run_session(session: Any) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from core.module_tree import build_tree
+    from core.shape_tree import quick_tree
 
-    tree = build_tree(args.model, args.task, args.trust_remote_code)
+    # Llama-family configs need no torch (~3 s of imports on 2 cores); others build the skeleton.
+    tree = quick_tree(args.model, args.task, args.trust_remote_code) or build_tree(
+        args.model, args.task, args.trust_remote_code)
     if args.json:
         json.dump(tree.to_json(), sys.stdout)
         sys.stdout.write("\n")

@@ -291,6 +291,7 @@ class TrainingSession:
             cfg.model.source, task, trust_remote_code=cfg.model.trust_remote_code,
             allow_pickle=cfg.model.allow_pickle_weights, num_labels=cfg.model.num_labels,
             label_names=data.label_names, dtype=dtype, device=device)
+        model.config.use_cache = False  # a KV cache in training is wasted work (and breaks packing)
         if model.config.pad_token_id is None:  # classifiers find the last token by padding
             model.config.pad_token_id = tokenizer.pad_token_id
         self._check_stop()

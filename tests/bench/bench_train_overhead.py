@@ -20,7 +20,7 @@ from pathlib import Path
 SIZE = {"hidden": 256, "layers": 4, "heads": 8, "kv_heads": 4, "ffn": 688}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-PLAIN = textwrap.dedent('''
+PLAIN = textwrap.dedent('''  # noqa: UP031 - a script template
     import json, sys, torch
     from datasets import load_dataset
     from peft import LoraConfig, get_peft_model
