@@ -20,7 +20,7 @@ from pathlib import Path
 SIZE = {"hidden": 256, "layers": 4, "heads": 8, "kv_heads": 4, "ffn": 688}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-PLAIN = textwrap.dedent('''  # noqa: UP031 - a script template
+PLAIN = textwrap.dedent('''
     import json, sys, torch
     from datasets import load_dataset
     from peft import LoraConfig, get_peft_model
@@ -36,7 +36,7 @@ PLAIN = textwrap.dedent('''  # noqa: UP031 - a script template
     ds = ds.map(enc, batched=True, remove_columns=ds.column_names)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     torch.manual_seed(0)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=%r,
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS_HERE,
                                              task_type="CAUSAL_LM"))
     args = TrainingArguments(out, max_steps=steps, per_device_train_batch_size=8,
                              learning_rate=2e-4, logging_steps=1, report_to="none",
@@ -44,7 +44,7 @@ PLAIN = textwrap.dedent('''  # noqa: UP031 - a script template
     Trainer(model=model, args=args, train_dataset=ds,
             data_collator=DataCollatorForSeq2Seq(tok, padding=True,
                                                  label_pad_token_id=-100)).train()
-''' % TARGETS)
+''').replace("TARGETS_HERE", repr(TARGETS))
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
