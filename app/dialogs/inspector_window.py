@@ -250,7 +250,7 @@ class InspectorWindow(QMainWindow):
         modules_split.setSizes([460, 240])
 
         self.heatmap = HeatmapWidget()
-        self.heatmap.value_label = "‖ΔW‖_F = ‖scale·B·A‖_F"
+        self.heatmap.value_label = "Update norm ‖scale·B·A‖_F"
         self.heatmap.module_clicked.connect(self.select_module)
 
         self.compat_table = QTableWidget(0, 4)

@@ -71,12 +71,26 @@ def grid_from_names(names: Iterable[str]) -> tuple[int, list[str], list[CellInfo
     return _layers_kinds(cells) + (cells,)
 
 
+# Without the model, kinds are put in the usual order of a block (attention before MLP,
+# q/k/v/o, gate/up/down): safetensors files list tensors alphabetically, mlp before self_attn.
+_USUAL = ("q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn", "query", "key",
+          "value", "o_proj", "out_proj", "dense", "gate_proj", "up_proj", "gate_up_proj", "w1",
+          "w3", "c_fc", "fc1", "down_proj", "w2", "fc2", "c_proj")
+
+
+def _kind_key(kind: str, full: str, first: int) -> tuple[int, int, int]:
+    leaf = kind.rpartition(".")[2]
+    attn = 0 if ("attn" in full or "attention" in full) else 1
+    return attn, _USUAL.index(leaf) if leaf in _USUAL else len(_USUAL), first
+
+
 def _layers_kinds(cells: list[CellInfo]) -> tuple[int, list[str]]:
-    kinds: dict[str, None] = {}
+    kinds: dict[str, tuple[int, int, int]] = {}
     for c in cells:
-        if c.layer is not None:
-            kinds.setdefault(c.kind)
-    return max((c.layer for c in cells if c.layer is not None), default=-1) + 1, list(kinds)
+        if c.layer is not None and c.kind not in kinds:
+            kinds[c.kind] = _kind_key(c.kind, c.name, len(kinds))
+    layers = max((c.layer for c in cells if c.layer is not None), default=-1) + 1
+    return layers, sorted(kinds, key=kinds.__getitem__)
 
 
 def grid_from_adapter(info) -> tuple[int, list[str], list[CellInfo]]:
@@ -96,6 +110,26 @@ def _colour_bar(size: QSize) -> QImage:
         _BAR[:] = [img.scaled(size, Qt.AspectRatioMode.IgnoreAspectRatio,
                               Qt.TransformationMode.SmoothTransformation)]
     return _BAR[0]
+
+
+def nice_log_range(vmin: float, vmax: float) -> tuple[float, float]:
+    """log10 bounds snapped outwards to 1-2-5 values (0.1, 0.2, 0.5, 1...), never empty."""
+    def snap(v: float, up: bool) -> float:
+        e = math.floor(math.log10(v))
+        steps = [m * 10.0 ** k for k in (e - 1, e, e + 1) for m in (1, 2, 5)]
+        pick = min(x for x in steps if x >= v * (1 - 1e-9)) if up else \
+            max(x for x in steps if x <= v * (1 + 1e-9))
+        return math.log10(pick)
+
+    lo, hi = snap(vmin, False), snap(vmax, True)
+    return (lo, hi) if hi > lo else (lo, lo + math.log10(2))
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 tick values between 10**lo and 10**hi (only decades when it spans many)."""
+    mults = (1,) if hi - lo > 3 else (1, 2, 5)
+    return [m * 10.0 ** k for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mults
+            if lo - 1e-9 <= math.log10(m * 10.0 ** k) <= hi + 1e-9]
 
 
 def _label_step(rows: int, row_h: float, text_h: int) -> int:
@@ -180,8 +214,7 @@ class HeatmapWidget(QWidget):
         self.mode = "values"
         finite = self._values[np.isfinite(self._values) & (self._values > 0)]
         if finite.size:
-            lo, hi = math.floor(math.log10(finite.min())), math.ceil(math.log10(finite.max()))
-            self._vrange = (float(lo), float(max(hi, lo + 1)))
+            self._vrange = nice_log_range(float(finite.min()), float(finite.max()))
         self._refresh()
         return hit
 
@@ -449,7 +482,8 @@ class HeatmapWidget(QWidget):
             if not t or r is None or fm.horizontalAdvance(t) > r.width() - 4:
                 continue
             colour = QColor.fromRgba(int(self._cell_colours[i]))
-            p.setPen(Qt.GlobalColor.black if colour.lightnessF() > 0.55 else Qt.GlobalColor.white)
+            luma = 0.299 * colour.red() + 0.587 * colour.green() + 0.114 * colour.blue()
+            p.setPen(Qt.GlobalColor.black if luma > 140 else Qt.GlobalColor.white)
             p.drawText(r, Qt.AlignmentFlag.AlignCenter, t)
 
     def _paint_legend(self, p: QPainter, fm, text: QColor) -> None:
@@ -458,12 +492,14 @@ class HeatmapWidget(QWidget):
         if self.mode == "values":
             p.drawImage(lg.topLeft(), _colour_bar(lg.size()))
             lo, hi = self._vrange
-            decades = int(hi - lo)
-            every = max(1, math.ceil(decades * fm.height() * 1.2 / max(lg.height(), 1)))
-            for d in range(0, decades + 1, every):
-                y = lg.bottom() - (d / decades) * lg.height()
+            last_y = 1e9
+            for v in log_ticks(lo, hi):  # bottom to top; skip labels that would overlap
+                y = lg.bottom() - (math.log10(v) - lo) / (hi - lo) * lg.height()
+                if last_y - y < fm.height():
+                    continue
+                last_y = y
                 p.drawLine(lg.right(), int(y), lg.right() + 3, int(y))
-                p.drawText(lg.right() + 5, int(y + fm.ascent() / 2 - 1), f"1e{int(lo + d)}")
+                p.drawText(lg.right() + 5, int(y + fm.ascent() / 2 - 1), f"{v:g}")
             p.drawText(lg.left(), lg.bottom() + fm.height() + 2, "log")
             return
         ranks = sorted({c.rank for c in self._cells if c.rank})
@@ -492,7 +528,7 @@ class HeatmapWidget(QWidget):
             if c.params is not None:
                 lines.append(f"{c.params:,} parameters ({compact(c.params)})")
         if v is not None:
-            lines.append(f"update size {self.value_label} = {format_value(v)}"
+            lines.append(f"{self.value_label}: {format_value(v)}"
                          + (f" (step {self.step})" if self.step is not None else ""))
         return "\n".join(lines)
 
