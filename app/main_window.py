@@ -35,6 +35,8 @@ from PySide6.QtWidgets import (
 from app.background import BackgroundJobs
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.inspector_window import InspectorWindow
+from app.dialogs.resume_dialog import ResumeDialog
+from app.dialogs.stop_dialog import CANCEL, SAVE, ask_stop_choice
 from app.errors import ErrorLabel, reports_errors, show_dialog
 from app.numbers import compact, duration, exact, percent
 from app.run_state import AdapterState, RunState, adapter_config, adapter_state
@@ -49,9 +51,10 @@ from app.widgets.metric_plots import MetricPlots
 from app.widgets.model_panel import ModelPanel
 from app.widgets.training_panel import TrainingPanel
 from app.worker import TrainingRunner
+from core.checkpoints import latest_checkpoint
 from core.config import AdapterConfig, DataConfig, ModelConfig, RunConfig, validate
 from core.errors import UserError
-from core.events import Failed, Finished, Paused, Resumed, Started, Step
+from core.events import Failed, Finished, Paused, Resumed, Started, Step, read_metrics
 from core.module_tree import ModuleTree, build_tree
 from core.selection import AdapterPlan, plan_adapter
 from core.sources import ModelSource, resolve_source
@@ -69,8 +72,13 @@ def default_run() -> RunConfig:
 
 def _load_model(spec: str, task: str, trust: bool,
                 num_labels: int | None) -> tuple[ModelSource, ModuleTree]:
+    from core.shape_tree import quick_tree
+
     source = resolve_source(spec, trust)
-    return source, build_tree(source, task, trust, num_labels)
+    # Llama-family configs: the tree from config.json alone, without importing torch (0.2 s
+    # instead of ~8 s on a cold start); everything else builds the meta-device skeleton.
+    quick = quick_tree(spec, task, trust) if num_labels is None else None
+    return source, quick or build_tree(source, task, trust, num_labels)
 
 
 class MainWindow(QMainWindow):
@@ -95,6 +103,11 @@ class MainWindow(QMainWindow):
         self._close_after_run = False
         self._run_total = 0
         self._kinds: list[str] = []
+        self.stop_chooser = ask_stop_choice  # (window) -> save/discard/cancel; tests replace it
+        self.resume_dialog: ResumeDialog | None = None
+        self.last_snapshot: list[tuple[Path, int]] = []  # files of the last "export current"
+        self._live_run_dir: str | None = None
+        self._paused_step = 0
 
         self._build_panels(probe_device)
         self._build_layout()
@@ -201,6 +214,12 @@ class MainWindow(QMainWindow):
             "Copy the `graftlab train run.yaml` command that reproduces this run")
         self.export_action = self._action("&Export adapter…", self.export_adapter, "Ctrl+E",
                                           "Export the trained adapter", sp.SP_DialogApplyButton)
+        self.export_current_action = self._action(
+            "Export c&urrent adapter…", self.export_current_adapter, "Ctrl+Shift+E",
+            "While paused: save the adapter as it is now")
+        self.resume_run_action = self._action(
+            "&Resume run…", self.open_resume_dialog, "Ctrl+R",
+            "Continue a stopped or interrupted run from its last checkpoint")
         self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.start_action = self._action("&Start training", self.start_training,
                                          ["Ctrl+Return", "Ctrl+Enter"],
@@ -208,8 +227,8 @@ class MainWindow(QMainWindow):
         self.pause_action = self._action("&Pause / resume", self.toggle_pause,
                                          ["Ctrl+P", "Space"], "Pause or resume (Ctrl+P)",
                                          sp.SP_MediaPause)
-        self.stop_action = self._action("S&top and save", self.stop_training, "Ctrl+.",
-                                        "Stop after this step and save the adapter",
+        self.stop_action = self._action("S&top…", self.ask_and_stop, "Ctrl+.",
+                                        "Stop after this step: save or discard the adapter",
                                         sp.SP_MediaStop)
         self.filter_action = self._action("&Filter modules", self.focus_filter,
                                           QKeySequence.StandardKey.Find)
@@ -226,6 +245,7 @@ class MainWindow(QMainWindow):
                                                       ("none", "none")), strict=True)}
         self.pause_action.setEnabled(False)
         self.stop_action.setEnabled(False)
+        self.export_current_action.setEnabled(False)
 
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
@@ -235,10 +255,11 @@ class MainWindow(QMainWindow):
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addSeparator()
         for a in (self.open_run_action, self.save_run_action, self.save_run_as_action,
-                  self.copy_cmd_action):
+                  self.copy_cmd_action, self.resume_run_action):
             file_menu.addAction(a)
         file_menu.addSeparator()
         file_menu.addAction(self.export_action)
+        file_menu.addAction(self.export_current_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         select_menu = bar.addMenu("&Select")
@@ -306,6 +327,9 @@ class MainWindow(QMainWindow):
         self.runner.events.connect(self._on_run_events)
         self.runner.failed.connect(self._on_run_failed)
         self.runner.finished.connect(self._on_run_finished)
+        self.runner.events.connect(self._on_pause_events)
+        self.runner.snapshot_saved.connect(self._on_snapshot_saved)
+        self.runner.snapshot_failed.connect(self._on_snapshot_failed)
         # heatmap, memory estimate and compatibility follow the plan (after the recount above)
         self.tree_model.selection_changed.connect(self._on_plan_for_views)
         self.adapter_panel.settings_changed.connect(self._on_plan_for_views)
@@ -645,14 +669,15 @@ class MainWindow(QMainWindow):
 
     @Slot(bool)
     def _on_stop_requested(self, save: bool) -> None:
-        self.stop_training(save)
+        self.ask_and_stop()
 
     def _set_running(self, running: bool) -> None:
         for w in (self.layer_tree, self.adapter_panel, self.data_panel, self.model_panel):
             w.setEnabled(not running)
         for a in (self.open_model_action, self.open_config_action, self.open_cache_action,
-                  self.open_run_action, self.start_action):
+                  self.open_run_action, self.start_action, self.resume_run_action):
             a.setEnabled(not running)
+        self.export_current_action.setEnabled(running and self.runner.can_snapshot())
         for a in (self.pause_action, self.stop_action):
             a.setEnabled(running)
         self.run_progress.setVisible(running)
@@ -673,6 +698,8 @@ class MainWindow(QMainWindow):
             elif isinstance(ev, Paused):
                 self.training_panel.set_state("paused")
                 self.eta_label.setText(f"paused at step {ev.step}")
+                self.run_progress.setValue(min(ev.step, self.run_progress.maximum()))
+                last = None  # the ETA stays "paused" until training goes on
             elif isinstance(ev, Resumed):
                 self.training_panel.set_state("running")
             elif isinstance(ev, Finished):
@@ -706,6 +733,108 @@ class MainWindow(QMainWindow):
             self._show_status(f"Run finished; adapter saved to {adapter_dir}")
         if self._close_after_run:
             QTimer.singleShot(0, self.close)
+
+    # ---- stop choice, resume, export while paused -----------------------------------------
+    @Slot()
+    def ask_and_stop(self) -> str:
+        """Stop asks: save the adapter, discard it, or cancel (`stop_chooser`, Save default)."""
+        if not self.runner.is_running():
+            return CANCEL
+        choice = self.stop_chooser(self)
+        if choice != CANCEL and self.runner.is_running():
+            self.stop_training(save=choice == SAVE)
+        return choice
+
+    @Slot()
+    def open_resume_dialog(self) -> ResumeDialog | None:
+        """Resumable runs under the output folder's parent (and folders the user adds)."""
+        if self.runner.is_running():
+            self._show_status("Stop the current run before resuming another one.")
+            return None
+        out = Path(self.training_panel.values().output_dir).expanduser()
+        roots = [out.parent] + ([Path(d)] if (d := self.settings.last_dir("runs")) else [])
+        if self.resume_dialog is not None:
+            self.resume_dialog.done(0)
+            self.resume_dialog.deleteLater()
+        self.resume_dialog = ResumeDialog(roots, self)
+        self.resume_dialog.accepted.connect(self._on_resume_accepted)
+        self.resume_dialog.open()
+        return self.resume_dialog
+
+    @Slot()
+    def _on_resume_accepted(self) -> None:
+        dialog = self.resume_dialog
+        run_dir = dialog.chosen_run() if dialog is not None else None
+        if dialog is not None and len(dialog.roots) > 1:
+            self.settings.set_last_dir("runs", dialog.roots[-1])
+        if run_dir is not None:
+            self.resume_run(run_dir)
+
+    @reports_errors
+    def resume_run(self, run_dir: str | Path) -> bool:
+        """Continue `run_dir` from its latest complete checkpoint, as `graftlab train --resume`:
+        its run.yaml goes into the window, its history into the plots, and the run goes on."""
+        if self.runner.is_running():
+            raise UserError("a run is in progress; stop it before resuming another one.")
+        run_dir = Path(run_dir)
+        checkpoint = latest_checkpoint(run_dir)  # the core's sentence if it cannot resume
+        cfg = RunConfig.load(run_dir / "run.yaml")
+        cfg.training.output_dir = str(run_dir)
+        self.apply_run_config(cfg)
+        metrics = run_dir / "metrics.jsonl"
+        history = [ev for ev in (read_metrics(metrics) if metrics.is_file() else [])
+                   if not isinstance(ev, Finished | Failed)
+                   and getattr(ev, "step", 0) <= checkpoint.step]  # the rest is trained again
+        self.plots.load_history(history)
+        self.log_view.add_line(f"Resuming {run_dir} from step {checkpoint.step} of "
+                               f"{checkpoint.max_steps}")
+        self.runner.start(cfg, resume=True)
+        self._set_running(True)
+        self.training_panel.set_state("running")
+        self.tabs.setCurrentWidget(self.monitor_split)
+        self._show_status(f"Resuming {run_dir.name} at step {checkpoint.step}")
+        return True
+
+    @Slot(object)
+    def _on_pause_events(self, batch: list[Any]) -> None:
+        for ev in batch:
+            if isinstance(ev, Started):
+                self._live_run_dir = ev.run_dir
+            elif isinstance(ev, Paused):
+                self._paused_step = ev.step
+        self.export_current_action.setEnabled(self.runner.can_snapshot())
+
+    @reports_errors
+    def export_current_adapter(self, out_dir: str | Path | None = None) -> None:
+        """While paused: save the adapter as it is now (in the background; big adapters take
+        a while). Without `out_dir`, asks for a folder and writes adapter-step-N into it."""
+        if not self.runner.can_snapshot():
+            raise UserError("pause the run and wait until it has paused before exporting its "
+                            "adapter mid-training.")
+        if out_dir is None:
+            start = self._live_run_dir or self.settings.last_dir("adapter")
+            folder = QFileDialog.getExistingDirectory(
+                self, "Export the current adapter into folder", start)
+            if not folder:
+                return
+            out_dir = Path(folder) / f"adapter-step-{self._paused_step}"
+        self.runner.snapshot_adapter(out_dir)
+        self.export_current_action.setEnabled(False)
+        self._show_status(f"Saving the adapter at step {self._paused_step} to {out_dir}…", 0)
+
+    @Slot(object)
+    def _on_snapshot_saved(self, files: list[tuple[Path, int]]) -> None:
+        self.last_snapshot = [(Path(p), int(n)) for p, n in files]
+        folder = self.last_snapshot[0][0].parent if self.last_snapshot else None
+        self._show_status(f"Saved the adapter at step {self._paused_step} to {folder} "
+                          f"({sum(n for _p, n in self.last_snapshot):,} bytes)")
+        self.log_view.add_line(f"Exported the adapter at step {self._paused_step} to {folder}")
+        self.export_current_action.setEnabled(self.runner.can_snapshot())
+
+    @Slot(object)
+    def _on_snapshot_failed(self, exc: BaseException) -> None:
+        self.export_current_action.setEnabled(self.runner.can_snapshot())
+        self.report_error(exc, getattr(exc, "formatted_traceback", None))
 
     # ---- export ---------------------------------------------------------------------------
     @reports_errors
@@ -741,9 +870,10 @@ class MainWindow(QMainWindow):
         """The inspector window (one, reused), reading `folder` if given."""
         if self.inspector is None:
             self.inspector = InspectorWindow(self, self.settings.last_dir("adapter"))
+        if self.inspector.isVisible():  # already open, perhaps behind: bring it forward
+            self.inspector.raise_()
+            self.inspector.activateWindow()
         self.inspector.show()
-        self.inspector.raise_()
-        self.inspector.activateWindow()
         if folder:
             self.inspector.open_folder(folder, compare_with)
         return self.inspector
@@ -866,5 +996,8 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         self._save_session()
+        self.runner.shutdown(30_000)  # an "export current adapter" still saving finishes
+        if self.resume_dialog is not None:
+            self.resume_dialog.done(0)  # waits for a run-folder scan in flight
         self.jobs.wait(30_000)  # a structure build in flight finishes; results are dropped
         super().closeEvent(event)

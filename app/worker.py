@@ -9,6 +9,7 @@ never in the GUI thread, so the window stays responsive while a run sets up.
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib.util
 import os
 import sys
@@ -22,7 +23,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from core.config import RunConfig
 from core.errors import UserError
-from core.events import EventBatcher
+from core.events import EventBatcher, Failed, Finished, Paused, Resumed
 
 # Resolved lazily in the worker thread (`_session_class`). Tests monkeypatch this name with a
 # fake session class; None means "import core.session.TrainingSession when a run starts".
@@ -76,7 +77,22 @@ class _SessionControl:
         self._session: Any = None
         self._stop_save: bool | None = None  # None: no stop requested
         self._pause = False
+        self._at_pause_point = False  # the training thread is blocked in its pause
+        self._snapshots = 0  # adapter snapshots in flight (they hold back a resume)
+        self._resume_after_snapshot = False
         self.error: BaseException | None = None  # set by the worker before `failed`
+
+    def on_event(self, event: Any) -> None:
+        """A session sink (worker thread): tracks whether training is blocked in its pause.
+
+        `session.paused` turns true as soon as a pause is *requested*, while the step in
+        flight still updates the weights; `Paused` is emitted right before the thread blocks.
+        """
+        with self._lock:
+            if isinstance(event, Paused):
+                self._at_pause_point = True
+            elif isinstance(event, Resumed | Finished | Failed):
+                self._at_pause_point = False
 
     def attach(self, session: Any) -> bool:
         """Install the session and apply pending requests; False when a stop already came."""
@@ -91,6 +107,7 @@ class _SessionControl:
     def detach(self) -> None:
         with self._lock:
             self._session = None
+            self._at_pause_point = False
 
     def request_stop(self, save: bool) -> None:
         with self._lock:
@@ -107,8 +124,42 @@ class _SessionControl:
     def request_resume(self) -> None:
         with self._lock:
             self._pause = False
-            if self._session is not None:
+            if self._snapshots:  # never let training change the weights under a save
+                self._resume_after_snapshot = True
+            elif self._session is not None:
                 self._session.request_resume()
+
+    @property
+    def can_snapshot(self) -> bool:
+        with self._lock:
+            return (self._session is not None and self._at_pause_point
+                    and bool(self._session.paused))
+
+    def begin_snapshot(self) -> Any:
+        """Claim the paused session for a save (GUI thread, before the save is started), so a
+        resume requested from now on waits for `end_snapshot`. Only while blocked in a pause."""
+        with self._lock:
+            session = self._session
+            if session is None or not self._at_pause_point or not session.paused:
+                raise UserError("pause the run and wait until it has paused before exporting "
+                                "its adapter mid-training.")
+            self._snapshots += 1
+            return session
+
+    def snapshot(self, session: Any, out_dir: str | Path) -> Any:
+        """Save the claimed session's adapter as it is now (any thread), then release it."""
+        try:
+            return session.snapshot_adapter(out_dir)
+        finally:
+            self.end_snapshot()
+
+    def end_snapshot(self) -> None:
+        with self._lock:
+            self._snapshots -= 1
+            if not self._snapshots and self._resume_after_snapshot:
+                self._resume_after_snapshot = False
+                if self._session is not None:
+                    self._session.request_resume()
 
     @property
     def paused(self) -> bool:
@@ -126,9 +177,10 @@ class TrainingWorker(QObject):
     finished = Signal(object)  # RunResult, or None after a failure or an early stop
 
     def __init__(self, cfg: RunConfig, control: _SessionControl,
-                 flush_interval_s: float = 0.1) -> None:
+                 flush_interval_s: float = 0.1, resume: bool = False) -> None:
         super().__init__()
         self._cfg, self._control, self._flush_interval_s = cfg, control, flush_interval_s
+        self._resume = resume
 
     @Slot()
     def run(self) -> None:
@@ -136,7 +188,11 @@ class TrainingWorker(QObject):
         result: Any = None
         try:
             preload_native_libraries()
-            session = _session_class()(self._cfg, [batcher])  # imports torch in this thread
+            # control first: when `Paused` reaches the GUI, a snapshot is already allowed
+            sinks = [self._control.on_event, batcher]
+            cls = _session_class()  # imports torch in this thread
+            # `resume` only when asked, so session classes without it (test fakes) still work
+            session = cls(self._cfg, sinks, resume=True) if self._resume else cls(self._cfg, sinks)
             if self._control.attach(session):
                 result = session.run()
         except UserError as exc:  # bad input: one sentence for the user, no traceback
@@ -159,6 +215,8 @@ class TrainingRunner(QObject):
     events = Signal(object)  # list[Event]
     failed = Signal(str)
     finished = Signal(object)  # RunResult | None, emitted after the thread has fully stopped
+    snapshot_saved = Signal(object)  # [(path, size)] of an adapter exported while paused
+    snapshot_failed = Signal(object)  # the exception (a UserError carries the sentence)
 
     def __init__(self, parent: QObject | None = None, flush_interval_s: float = 0.1) -> None:
         super().__init__(parent)
@@ -168,6 +226,9 @@ class TrainingRunner(QObject):
         self._control: _SessionControl | None = None
         self._result: Any = None
         self._error: BaseException | None = None
+        self._snapshot_call = BackgroundCall(self)
+        self._snapshot_call.succeeded.connect(self.snapshot_saved)
+        self._snapshot_call.failed.connect(self.snapshot_failed)
 
     @property
     def last_error(self) -> BaseException | None:
@@ -180,11 +241,48 @@ class TrainingRunner(QObject):
     def is_paused(self) -> bool:
         return self._control is not None and self._control.paused
 
-    def start(self, cfg: RunConfig) -> None:
+    def can_snapshot(self) -> bool:
+        """True while the training thread is blocked in a pause (and no snapshot is saving)."""
+        return (self._control is not None and self._control.can_snapshot
+                and not self._snapshot_call.is_running())
+
+    def is_snapshotting(self) -> bool:
+        return self._snapshot_call.is_running()
+
+    def snapshot_adapter(self, out_dir: str | Path) -> None:
+        """Export the adapter as it is now, off the GUI thread; only while paused.
+
+        The save reads the weights in a BackgroundCall while the training thread is blocked in
+        its pause; a resume requested meanwhile waits until the save is done. The result comes
+        as `snapshot_saved(files)` or `snapshot_failed(exception)`.
+        """
+        if self._control is None or not self._control.can_snapshot:
+            raise UserError("pause the run and wait until it has paused before exporting its "
+                            "adapter mid-training.")
+        if self._snapshot_call.is_running():
+            raise UserError("an export of the current adapter is already being written; wait "
+                            "for it to finish.")
+        control = self._control
+        session = control.begin_snapshot()
+        try:
+            self._snapshot_call.start(control.snapshot, session, str(out_dir))
+        except BaseException:
+            control.end_snapshot()
+            raise
+
+    def start(self, cfg: RunConfig, resume: bool = False) -> None:
+        """Run `cfg` in a new thread; `resume` continues the run in `cfg.training.output_dir`
+        from its latest complete checkpoint."""
         if self._thread is not None:
             raise RuntimeError("a training run is already in progress")
+        # Collect garbage here, on the GUI thread. Trainer calls gc.collect() in the worker
+        # (accelerate's free_memory at the end of a run); if dead windows or dialogs are still
+        # in reference cycles then, their Qt objects would be destroyed on the worker thread,
+        # which deadlocked against the GUI thread in the test suite.
+        gc.collect()
         control = _SessionControl()
-        thread, worker = QThread(self), TrainingWorker(cfg, control, self._flush_interval_s)
+        thread, worker = QThread(self), TrainingWorker(cfg, control, self._flush_interval_s,
+                                                       resume)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.events.connect(self.events)  # signal-to-signal, queued to our thread
@@ -219,10 +317,10 @@ class TrainingRunner(QObject):
         then waits for `finished` instead of destroying the runner (never `terminate()`).
         """
         if self._thread is None:
-            return True
+            return self._snapshot_call.wait(timeout_ms)
         self.stop(save=True)
         self._thread.quit()
-        return self._thread.wait(timeout_ms)
+        return self._thread.wait(timeout_ms) and self._snapshot_call.wait(timeout_ms)
 
     @Slot(str)
     def _on_worker_failed(self, message: str) -> None:

@@ -1,0 +1,115 @@
+"""A fast scripted stand-in for core.session.TrainingSession (monkeypatched into app.worker).
+
+It honours pause/resume/stop like the real session: `Paused` right before it blocks, `Resumed`
+right after, a checkpoint-free `Finished` at the end. `snapshot_adapter` writes a small file and
+records whether training stayed blocked for the whole save.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import UserError
+from core.events import Failed, Finished, Paused, Resumed, Started, Step
+
+
+@dataclass
+class FakeResult:
+    run_dir: Path
+    adapter_dir: Path | None
+    steps: int
+    stopped_early: bool
+    train_loss: float | None = None
+
+
+class FastSession:
+    step_time_s = 0.0
+    snapshot_time_s = 0.0
+    fail_with: BaseException | None = None
+    created = 0
+    resumed_flags: list[bool] = []
+    snapshot_log: list[tuple[str, bool]] = []  # (out_dir, training stayed blocked)
+
+    def __init__(self, cfg, sinks, resume: bool = False) -> None:
+        self.cfg, self.sinks, self.resume = cfg, list(sinks), resume
+        self._stop = threading.Event()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._save = True
+        self.step = 0
+        type(self).created += 1
+        type(self).resumed_flags.append(resume)
+
+    def emit(self, ev) -> None:
+        for sink in self.sinks:
+            sink(ev)
+
+    def request_stop(self, save: bool = True) -> None:
+        self._save = save
+        self._stop.set()
+        self._resume.set()
+
+    def request_pause(self) -> None:
+        self._resume.clear()
+
+    def request_resume(self) -> None:
+        self._resume.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resume.is_set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def snapshot_adapter(self, out_dir):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        step = self.step
+        deadline = time.monotonic() + self.snapshot_time_s
+        blocked = True
+        while True:  # the save "takes a while"; training must not move meanwhile
+            blocked = blocked and not self._resume.is_set() and self.step == step
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        (out / "adapter_model.safetensors").write_bytes(b"step %d" % step)
+        type(self).snapshot_log.append((str(out), blocked))
+        return [(out / "adapter_model.safetensors", out.joinpath(
+            "adapter_model.safetensors").stat().st_size)]
+
+    def run(self) -> FakeResult:
+        run_dir = Path(self.cfg.training.output_dir)
+        if self.fail_with is not None:
+            exc = self.fail_with
+            self.emit(Failed(exc.message if isinstance(exc, UserError) else "boom",
+                             isinstance(exc, UserError)))
+            raise exc
+        total = self.cfg.training.max_steps
+        self.emit(Started(str(run_dir), total, 10, 1000, "cpu", "fp32", 8))
+        while self.step < total and not self._stop.is_set():
+            if self.step_time_s:
+                time.sleep(self.step_time_s)
+            self.step += 1
+            self.emit(Step(self.step, 1.0 / self.step, 1e-4, 1.0, 0.0, 100.0, self.step,
+                           0.0, None, 1.0))
+            if not self._resume.is_set() and not self._stop.is_set():
+                self.emit(Paused(self.step))
+                self._resume.wait()
+                if not self._stop.is_set():
+                    self.emit(Resumed(self.step))
+        stopped = self._stop.is_set()
+        adapter = run_dir / "adapter" if (not stopped or self._save) else None
+        self.emit(Finished(self.step, stopped, str(adapter) if adapter else None, None, 0.0))
+        return FakeResult(run_dir, adapter, self.step, stopped)
+
+
+def fresh_fake(**attrs) -> type[FastSession]:
+    """A subclass with its own counters, so tests do not see each other's runs."""
+    base = {"created": 0, "resumed_flags": [], "snapshot_log": [], "fail_with": None,
+            "step_time_s": 0.0, "snapshot_time_s": 0.0}
+    return type("Fake", (FastSession,), base | attrs)
