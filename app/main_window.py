@@ -626,10 +626,9 @@ class MainWindow(QMainWindow):
         cfg = self.run_config()
         validate(cfg, "run settings")
         plan_adapter(self.tree, cfg.adapter, "layer tree")
-        if not self.source.has_weights:
-            raise UserError(f"{self.source.spec} holds no weights (structure only), so it can "
-                            "be inspected but not trained; open the model folder with its "
-                            "*.safetensors.", field="model.source")
+        from core.session import check_weights
+
+        check_weights(self.source, cfg.model.allow_pickle_weights)  # the CLI's exact sentence
         self.plots.clear()
         self.log_view.add_line(f"Starting: {self.source.spec}, {len(cfg.adapter.targets):,} "
                                "modules with adapters")

@@ -200,6 +200,19 @@ def list_resumable(root: Path) -> list[ResumableRun]:
         if done:
             last = done[-1]
             out.append(ResumableRun(run_dir, last.step, last.max_steps,
-                                    (run_dir / "adapter").is_dir() and last.step
-                                    >= last.max_steps))
+                                    _finished(run_dir) or last.step >= last.max_steps))
     return out
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether metrics.jsonl ends with a run that finished (not stopped early)."""
+    path = run_dir / "metrics.jsonl"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))  # the last event is in the tail
+            tail = fh.read().decode("utf-8", errors="replace").strip().splitlines()
+        last = json.loads(tail[-1]) if tail else {}
+    except (OSError, json.JSONDecodeError):
+        return False
+    return last.get("event") == "finished" and not last.get("stopped_early", True)

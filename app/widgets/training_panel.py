@@ -135,12 +135,12 @@ class TrainingPanel(QWidget):
         self.error_label.setStyleSheet("color: #c0392b;")
         self.error_label.setVisible(False)
 
-        self.start_button = QPushButton("Start", toolTip="Train with these settings (Ctrl+R)")
+        self.start_button = QPushButton("Start", toolTip="Train with these settings (Ctrl+Return)")
         self.pause_button = QPushButton("Pause", toolTip="Pause after the current step; "
                                         "the model stays in memory")
         self.resume_button = QPushButton("Resume", toolTip="Continue the paused run")
-        self.stop_button = QPushButton("Stop", toolTip="End after the current step and save "
-                                       "the adapter trained so far")
+        self.stop_button = QPushButton("Stop", toolTip="End after the current step; asks "
+                                       "whether to save the adapter trained so far")
         self.start_button.clicked.connect(self.start_requested)
         self.pause_button.clicked.connect(self.pause_requested)
         self.resume_button.clicked.connect(self.resume_requested)

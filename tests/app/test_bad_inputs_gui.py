@@ -29,7 +29,6 @@ TRAIN_CASES = [name for name, (make_argv, _n) in CASES.items()
 SETTINGS_FILE = "graftlab-test.ini"  # the window's throwaway QSettings live in tmp_path
 # The window refuses a structure-only config.json itself, before the core is asked, with its
 # own sentence ("holds no weights (structure only)") instead of core.session.check_weights'.
-KNOWN_DIFFERENT = {"bare config.json cannot train"}
 
 
 def listing(root: Path) -> list[Path]:
@@ -52,9 +51,7 @@ def shown_texts(w) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="GUI's own sentence"))
-    if c in KNOWN_DIFFERENT else c for c in TRAIN_CASES])
+@pytest.mark.parametrize("case", TRAIN_CASES)
 def test_the_cli_sentence_reaches_the_window(case, corpus, qtbot, make_window, tmp_path,  # noqa: F811
                                              capsys):
     make_argv, needle = CASES[case]

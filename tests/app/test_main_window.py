@@ -186,4 +186,4 @@ def test_llama_70b_config_opens_and_all_linear_updates_every_count(
               f"{tick_ms:.1f} ms (clicks: {', '.join(f'{t:.1f}' for t in times)} ms)")
     # a config.json has no weights: training is refused with the core-style sentence
     w.start_training()
-    assert "holds no weights" in w.last_error
+    assert "bare config.json" in w.last_error
