@@ -111,6 +111,12 @@ class ModelPanel(QWidget):
         self.trust_check.setToolTip("Run Python code shipped with the model. Only for models "
                                     "whose authors you trust.")
         self.trust_check.toggled.connect(self._on_options_changed)
+        self.trust_warning = QLabel("Remote code is on: Python files shipped with this model "
+                                    "will run on this machine with your permissions.")
+        self.trust_warning.setWordWrap(True)
+        self.trust_warning.setStyleSheet("color: #b35c00; font-weight: bold;")
+        self.trust_warning.setVisible(False)
+        self.trust_check.toggled.connect(self._on_trust_toggled)
 
         self.busy = QProgressBar()
         self.busy.setRange(0, 0)
@@ -149,6 +155,7 @@ class ModelPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
         layout.addLayout(opts)
+        layout.addWidget(self.trust_warning)
         layout.addWidget(self.busy)
         layout.addWidget(self.error_label)
         layout.addLayout(facts)
@@ -167,7 +174,12 @@ class ModelPanel(QWidget):
         self.trust_check.blockSignals(True)
         self.trust_check.setChecked(cfg.trust_remote_code)
         self.trust_check.blockSignals(False)
+        self._on_trust_toggled(cfg.trust_remote_code)
         self.task_combo.setCurrentText(cfg.task)
+
+    @Slot(bool)
+    def _on_trust_toggled(self, on: bool) -> None:
+        self.trust_warning.setVisible(on)
 
     def set_recent(self, recent: list[str]) -> None:
         self.recent_menu.clear()
