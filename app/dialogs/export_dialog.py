@@ -39,13 +39,25 @@ KINDS = ("adapter", "merged")
 
 
 def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
-               out_dir: str) -> list[tuple[Path, int]]:
-    """Called in the background thread; imports core.export (and torch, for a merge) there."""
+               out_dir: str) -> tuple[list[tuple[Path, int]], list[Any]]:
+    """Called in the background thread; imports core.export (and torch, for a merge) there.
+
+    Returns the written files and the compatibility findings for the adapter.
+    """
     from core.export import export_adapter, export_merged
 
+    findings = compat_findings(adapter_dir) if kind == "adapter" else []
     if kind == "merged":
-        return export_merged(model_source, adapter_dir, out_dir, task)
-    return export_adapter(adapter_dir, out_dir)
+        return export_merged(model_source, adapter_dir, out_dir, task), findings
+    return export_adapter(adapter_dir, out_dir), findings
+
+
+def compat_findings(adapter_dir: str) -> list[Any]:
+    """Compatibility findings for the adapter about to be exported (runs off the GUI thread)."""
+    from core.adapter_info import read_adapter
+    from core.compat import check_adapter
+
+    return check_adapter(read_adapter(adapter_dir))
 
 
 def human_size(n: int) -> str:
@@ -96,6 +108,11 @@ class ExportDialog(QDialog):
         form.addRow("Adapter", QLabel(str(self.adapter_dir), wordWrap=True))
         form.addRow("Output folder", out_row)
 
+        # The compatibility rules (vLLM, llama.cpp, file size) run on every export, never silently.
+        self.compat_label = QLabel("The export is checked against PEFT, vLLM and llama.cpp's "
+                                   "converter.", wordWrap=True)
+        self.compat_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.compat_findings: list[Any] | None = None
         self.progress = QProgressBar(minimum=0, maximum=0)  # busy: core reports no fractions
         self.progress.setVisible(False)
         self.status_label = QLabel(wordWrap=True)
@@ -123,6 +140,7 @@ class ExportDialog(QDialog):
         layout.addWidget(self.adapter_radio)
         layout.addWidget(self.merged_radio)
         layout.addLayout(form)
+        layout.addWidget(self.compat_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
         layout.addWidget(self.files_table, 1)
@@ -159,6 +177,15 @@ class ExportDialog(QDialog):
     def is_busy(self) -> bool:
         return self._call.is_running()
 
+    def _show_compat(self, findings: list[Any]) -> None:
+        self.compat_findings = findings
+        if not findings:
+            self.compat_label.setText("Compatibility: no known problems for PEFT, vLLM or "
+                                      "llama.cpp's converter.")
+            return
+        lines = [f"<b>{f.severity}</b> [{f.target}]: {f.message}" for f in findings]
+        self.compat_label.setText("Compatibility:<br>" + "<br>".join(lines))
+
     @Slot()
     def start_export(self) -> None:
         out = self.out_edit.text().strip()
@@ -179,8 +206,10 @@ class ExportDialog(QDialog):
         self.close_button.setEnabled(not busy)
 
     @Slot(object)
-    def _on_export_succeeded(self, files: list[tuple[Path, int]]) -> None:
+    def _on_export_succeeded(self, outcome: Any) -> None:
         self._set_busy(False)
+        files, findings = outcome if isinstance(outcome, tuple) else (outcome, [])
+        self._show_compat(findings)
         self.written = [(Path(p), int(n)) for p, n in files]
         out = Path(self.out_edit.text().strip())
         self.files_table.setRowCount(len(self.written))

@@ -108,6 +108,30 @@ def test_user_error_from_a_fake_export(qtbot, dialog, tmp_path, monkeypatch):
     assert dialog.error_text().startswith("cannot write to /")
 
 
+def test_compatibility_findings_are_shown_on_export(qtbot, dialog, tmp_path):
+    export(qtbot, dialog, tmp_path / "out")
+    assert dialog.compat_findings is not None
+    assert "Compatibility" in dialog.compat_label.text()
+
+
+def test_compatibility_warning_is_shown_on_export(qtbot, tmp_path, trained):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained, adapter)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = None  # tools cannot tell which base it belongs to
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    d = ExportDialog(adapter, "demo:tiny-llama", "causal-lm")
+    qtbot.addWidget(d)
+    d.show()
+    export(qtbot, d, tmp_path / "out")
+    assert d._call.wait(30_000)
+    assert not d.error_text(), d.error_text()
+    assert any(f.rule == "missing-base-model" for f in d.compat_findings)
+    assert "base" in d.compat_label.text().lower()
+
+
 def test_human_size():
     assert human_size(12) == "12 B" and human_size(2048) == "2.0 KB"
     assert human_size(5 * 2**20) == "5.0 MB" and human_size(3 * 2**40) == "3072.0 GB"
