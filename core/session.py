@@ -18,7 +18,7 @@ from core.checkpoints import CheckpointInfo
 from core.config import RunConfig
 from core.errors import RunStopped, UserError
 from core.events import Event, Failed, Finished, JsonlSink, Message, Started
-from core.module_tree import build_tree
+from core.module_tree import ModuleTree, build_tree
 from core.selection import AdapterPlan, plan_adapter
 from core.sources import ModelSource, resolve_source
 
@@ -179,6 +179,16 @@ class TrainingSession:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
+    def _module_tree(self) -> ModuleTree:
+        """The module tree for planning: from config.json alone for Llama-family models (no
+        meta-device skeleton to build), else from the skeleton."""
+        from core.shape_tree import quick_tree
+
+        m = self.cfg.model
+        quick = quick_tree(m.source, m.task, m.trust_remote_code) if m.num_labels is None \
+            else None
+        return quick or build_tree(m.source, m.task, m.trust_remote_code, m.num_labels)
+
     def snapshot_adapter(self, out_dir: str | Path) -> list[tuple[Path, int]]:
         """Save the adapter as it is now (for "export while paused"); atomic like every export.
 
@@ -237,8 +247,7 @@ class TrainingSession:
             if self.resume:  # fail fast on a folder that cannot be resumed
                 self.run_dir = Path(cfg.training.output_dir)
                 checkpoint = latest_checkpoint(self.run_dir)
-            tree = build_tree(cfg.model.source, cfg.model.task, cfg.model.trust_remote_code,
-                              cfg.model.num_labels)
+            tree = self._module_tree()
             self.plan = plan_adapter(tree, cfg.adapter)
             for w in self.plan.warnings:
                 self.emit(Message(w, "warning"))
