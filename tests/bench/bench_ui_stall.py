@@ -67,7 +67,10 @@ def stats(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--switch-interval", type=float, default=0.001,
+                        help="sys.setswitchinterval, as app/__main__.py sets it (s)")
     args = parser.parse_args()
+    sys.setswitchinterval(args.switch_interval)
     app = QApplication.instance() or QApplication([])
     os.environ.setdefault("GRAFTLAB_CACHE", str(Path(tempfile.gettempdir()) / "graftlab-bench"))
 
