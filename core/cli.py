@@ -1,4 +1,5 @@
-"""The `graftlab` command. No arguments opens the GUI; subcommands run headless without Qt.
+"""The headless `graftlab` subcommands (the GUI launch lives in app/launcher.py, so core never
+imports app or Qt).
 
 Exit codes: 0 success; 2 invalid input (one line ``error: ...`` on stderr, no traceback);
 1 internal error (with a traceback).
@@ -183,18 +184,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_install_desktop(args: argparse.Namespace) -> int:
-    from app.desktop_install import install
-
-    for path in install(args.prefix):
-        print(path)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graftlab", description="See and steer LoRA fine-tuning. Without a command, "
-        "opens the desktop app.")
+        "opens the desktop app.", epilog="`graftlab install-desktop [--prefix DIR]` adds the app "
+        "to your desktop's menu.")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("train", help="train an adapter from a run.yaml, without a display")
     p.add_argument("run", nargs="?", help="path to run.yaml")
@@ -225,18 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "sequence-classification"])
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_merge)
-    p = sub.add_parser("install-desktop", help="add Graftlab to your desktop's app menu")
-    p.add_argument("--prefix", help="data folder (default ~/.local/share)")
-    p.set_defaults(func=cmd_install_desktop)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        from app.__main__ import main as gui_main
-
-        return gui_main([])
     _setup_env()
     parser = build_parser()
     args = parser.parse_args(argv)

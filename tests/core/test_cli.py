@@ -75,10 +75,13 @@ def test_invalid_input_exits_2_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_subcommands_never_import_qt(tiny_models):
-    code = ("import sys\nfrom core.cli import main\nrc = main(['inspect', 'demo:tiny-llama'])\n"
-            "assert rc == 0\nbad = [m for m in sys.modules if m.startswith(('PySide6', "
-            "'pyqtgraph', 'app'))]\nassert not bad, bad\n")
+def test_subcommands_never_import_qt(tiny_models, tmp_path):
+    # Through the real entry point (`graftlab` = app.launcher:main), as a user runs it.
+    code = ("import sys\nfrom app.launcher import main\nrc = main(['inspect', 'demo:tiny-llama'])\n"
+            "assert rc == 0\n"
+            f"assert main(['install-desktop', '--prefix', {str(tmp_path)!r}]) == 0\n"
+            "bad = [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'shiboken'))]\n"
+            "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
