@@ -142,8 +142,10 @@ def save_tiny_model(arch: str, folder: Path, task: str = "causal-lm", seed: int 
                     size: dict[str, int] | None = None, vocab_size: int = 512) -> Path:
     """Build a random-weight model + tokenizer and ``save_pretrained`` both into `folder`."""
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    transformers.logging.disable_progress_bar()  # no "Writing model shards" bar on first use
     tok = build_tokenizer(vocab_size)
     config = build_config(arch, len(tok), size)
     torch.manual_seed(seed)
