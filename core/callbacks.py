@@ -176,7 +176,7 @@ class SessionCallback(TrainerCallback):
         if session.paused and not session.stop_requested:
             session.emit(Paused(state.global_step))
             t = monotonic()
-            session._resume.wait()  # model and optimizer stay resident while we block here
+            session.wait_while_paused()  # model and optimizer stay resident while we block here
             self._paused_total += monotonic() - t
             if not session.stop_requested:
                 session.emit(Resumed(state.global_step))

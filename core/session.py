@@ -7,7 +7,6 @@ then are weights loaded. Every step emits plain events to the sinks (GUI, CLI, m
 
 from __future__ import annotations
 
-import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from core.config import RunConfig
 from core.errors import RunStopped, UserError
 from core.events import Event, Failed, Finished, JsonlSink, Message, Started
 from core.module_tree import ModuleTree, build_tree
+from core.run_control import RunControl
 from core.selection import AdapterPlan, plan_adapter
 from core.sources import ModelSource, resolve_source
 
@@ -135,7 +135,7 @@ def quiet_libraries() -> None:
                             category=FutureWarning)
 
 
-class TrainingSession:
+class TrainingSession(RunControl):
     """One training run. `run()` blocks; stop/pause requests may come from any thread."""
 
     def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = (),
@@ -146,38 +146,15 @@ class TrainingSession:
             resume: continue the run in ``cfg.training.output_dir`` from its latest complete
                 checkpoint instead of starting a new run folder.
         """
+        super().__init__()
         self.cfg = cfg
         self.resume = resume
         self.sinks = list(sinks)
         self.model: Any = None
         self.plan: AdapterPlan | None = None
         self.run_dir = Path(cfg.training.output_dir)
-        self._stop = threading.Event()
-        self._save_on_stop = True
-        self._resume = threading.Event()
-        self._resume.set()
         self._jsonl: JsonlSink | None = None
         self._early: list[Event] = []
-
-    # ---- control (thread-safe) ------------------------------------------------------------
-    def request_stop(self, save: bool = True) -> None:
-        self._save_on_stop = save
-        self._stop.set()
-        self._resume.set()  # a paused run must wake up to stop
-
-    def request_pause(self) -> None:
-        self._resume.clear()
-
-    def request_resume(self) -> None:
-        self._resume.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._resume.is_set()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
 
     def _module_tree(self) -> ModuleTree:
         """The module tree for planning: from config.json alone for Llama-family models (no
@@ -232,7 +209,7 @@ class TrainingSession:
                               f"{checkpoint.step} of {checkpoint.max_steps})"))
 
     def _check_stop(self) -> None:
-        if self._stop.is_set():
+        if self.stop_requested:
             raise RunStopped
 
     # ---- the run --------------------------------------------------------------------------
@@ -329,9 +306,9 @@ class TrainingSession:
         if data.eval is not None and not callback.evaluated_at_end:
             trainer.evaluate()
         step = trainer.state.global_step
-        stopped = self._stop.is_set()
+        stopped = self.stop_requested
         adapter_dir: Path | None = None
-        if not stopped or self._save_on_stop:
+        if not stopped or self.save_on_stop:
             adapter_dir = self.run_dir / "adapter"
             save_adapter(self.model, adapter_dir, source.name)
         self.emit(Finished(step, stopped, str(adapter_dir) if adapter_dir else None,

@@ -7,13 +7,13 @@ records whether training stayed blocked for the whole save.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
 from core.events import Failed, Finished, Paused, Resumed, Started, Step
+from core.run_control import RunControl
 
 
 @dataclass
@@ -25,7 +25,7 @@ class FakeResult:
     train_loss: float | None = None
 
 
-class FastSession:
+class FastSession(RunControl):
     step_time_s = 0.0
     snapshot_time_s = 0.0
     fail_with: BaseException | None = None
@@ -34,11 +34,8 @@ class FastSession:
     snapshot_log: list[tuple[str, bool]] = []  # (out_dir, training stayed blocked)
 
     def __init__(self, cfg, sinks, resume: bool = False) -> None:
+        super().__init__()
         self.cfg, self.sinks, self.resume = cfg, list(sinks), resume
-        self._stop = threading.Event()
-        self._resume = threading.Event()
-        self._resume.set()
-        self._save = True
         self.step = 0
         type(self).created += 1
         type(self).resumed_flags.append(resume)
@@ -47,25 +44,6 @@ class FastSession:
         for sink in self.sinks:
             sink(ev)
 
-    def request_stop(self, save: bool = True) -> None:
-        self._save = save
-        self._stop.set()
-        self._resume.set()
-
-    def request_pause(self) -> None:
-        self._resume.clear()
-
-    def request_resume(self) -> None:
-        self._resume.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._resume.is_set()
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
-
     def snapshot_adapter(self, out_dir):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +51,7 @@ class FastSession:
         deadline = time.monotonic() + self.snapshot_time_s
         blocked = True
         while True:  # the save "takes a while"; training must not move meanwhile
-            blocked = blocked and not self._resume.is_set() and self.step == step
+            blocked = blocked and self.paused and self.step == step
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.005)
@@ -91,19 +69,19 @@ class FastSession:
             raise exc
         total = self.cfg.training.max_steps
         self.emit(Started(str(run_dir), total, 10, 1000, "cpu", "fp32", 8))
-        while self.step < total and not self._stop.is_set():
+        while self.step < total and not self.stop_requested:
             if self.step_time_s:
                 time.sleep(self.step_time_s)
             self.step += 1
             self.emit(Step(self.step, 1.0 / self.step, 1e-4, 1.0, 0.0, 100.0, self.step,
                            0.0, None, 1.0))
-            if not self._resume.is_set() and not self._stop.is_set():
+            if self.paused and not self.stop_requested:
                 self.emit(Paused(self.step))
-                self._resume.wait()
-                if not self._stop.is_set():
+                self.wait_while_paused()
+                if not self.stop_requested:
                     self.emit(Resumed(self.step))
-        stopped = self._stop.is_set()
-        adapter = run_dir / "adapter" if (not stopped or self._save) else None
+        stopped = self.stop_requested
+        adapter = run_dir / "adapter" if (not stopped or self.save_on_stop) else None
         self.emit(Finished(self.step, stopped, str(adapter) if adapter else None, None, 0.0))
         return FakeResult(run_dir, adapter, self.step, stopped)
 

@@ -18,6 +18,7 @@ from app.worker import BackgroundCall, TrainingRunner
 from core.config import RunConfig
 from core.errors import UserError
 from core.events import Failed, Finished, Paused, Resumed, Started, Step
+from core.run_control import RunControl
 
 
 def demo_cfg(tmp_path: Path, max_steps: int = 5) -> RunConfig:
@@ -35,7 +36,7 @@ class FakeResult:
         self.steps, self.stopped_early = steps, stopped_early
 
 
-class FakeSession:
+class FakeSession(RunControl):
     """Scripted session: `step_time_s` per step, honours pause/stop like the real one."""
 
     step_time_s = 0.0
@@ -43,29 +44,13 @@ class FakeSession:
     threads: list[str] = []
 
     def __init__(self, cfg: RunConfig, sinks) -> None:
+        super().__init__()
         self.cfg, self.sinks = cfg, list(sinks)
-        self._stop = threading.Event()
-        self._resume = threading.Event()
-        self._resume.set()
         type(self).threads.append(threading.current_thread().name)
 
     def emit(self, ev) -> None:
         for sink in self.sinks:
             sink(ev)
-
-    def request_stop(self, save: bool = True) -> None:
-        self._stop.set()
-        self._resume.set()
-
-    def request_pause(self) -> None:
-        self._resume.clear()
-
-    def request_resume(self) -> None:
-        self._resume.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._resume.is_set()
 
     def run(self) -> FakeResult:
         type(self).threads.append(threading.current_thread().name)
@@ -76,18 +61,18 @@ class FakeSession:
         total = self.cfg.training.max_steps
         self.emit(Started("run", total, 10, 1000, "cpu", "fp32", 8))
         step = 0
-        while step < total and not self._stop.is_set():
-            if not self._resume.is_set():
+        while step < total and not self.stop_requested:
+            if self.paused:
                 self.emit(Paused(step))
-                self._resume.wait()
-                if self._stop.is_set():
+                self.wait_while_paused()
+                if self.stop_requested:
                     break
                 self.emit(Resumed(step))
             if self.step_time_s:
                 time.sleep(self.step_time_s)
             step += 1
             self.emit(Step(step, 1.0 / step, 1e-4, None, 0.0, 100.0, step, 0.0, None, 1.0))
-        stopped = self._stop.is_set()
+        stopped = self.stop_requested
         self.emit(Finished(step, stopped, None, None, 0.0))
         return FakeResult(step, stopped)
 
