@@ -2,8 +2,12 @@
 
 This is the only module that touches QThread (STYLE.md §2). A worker QObject is moved to its own
 thread; the GUI connects only to the *runner's* signals, which are delivered on the GUI thread.
-Heavy imports (torch, transformers, peft) and model loading happen inside the worker thread,
-never in the GUI thread, so the window stays responsive while a run sets up.
+
+The worker runs `core.child_session.ProcessSession`: the training itself happens in a child
+process and the worker thread only reads its event stream. Training in a thread of this process
+made the window stall 100-200 ms at a time, because the training loop's Python holds the GIL
+(`tests/bench/bench_ui_stall.py`). A session class with the same interface can be put in
+`TrainingSession` below (the tests run scripted fakes and in-process sessions that way).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from core.child_session import ProcessSession
 from core.config import RunConfig
 from core.errors import UserError
 from core.events import EventBatcher, Failed, Finished, Paused, Resumed
 
-# Resolved lazily in the worker thread (`_session_class`). Tests monkeypatch this name with a
-# fake session class; None means "import core.session.TrainingSession when a run starts".
+# The session class a run uses. Tests monkeypatch this name with a fake or an in-process
+# session class; None means core.child_session.ProcessSession (training in a child process).
 TrainingSession: Any = None
 
 
@@ -56,11 +61,12 @@ def preload_native_libraries() -> None:
 
 
 def _session_class() -> Any:
-    if TrainingSession is not None:
-        return TrainingSession
-    import core.session
+    return TrainingSession if TrainingSession is not None else ProcessSession
 
-    return core.session.TrainingSession
+
+def _in_process(cls: Any) -> bool:
+    """True when `cls` trains in this process (not a ProcessSession)."""
+    return not (isinstance(cls, type) and issubclass(cls, ProcessSession))
 
 
 class _SessionControl:
@@ -177,20 +183,23 @@ class TrainingWorker(QObject):
     finished = Signal(object)  # RunResult, or None after a failure or an early stop
 
     def __init__(self, cfg: RunConfig, control: _SessionControl,
-                 flush_interval_s: float = 0.1, resume: bool = False) -> None:
+                 flush_interval_s: float = 0.1, resume: bool = False,
+                 session_class: Any = None) -> None:
         super().__init__()
         self._cfg, self._control, self._flush_interval_s = cfg, control, flush_interval_s
         self._resume = resume
+        self._session_class = session_class or _session_class()
 
     @Slot()
     def run(self) -> None:
         batcher = EventBatcher(self.events.emit, self._flush_interval_s)
         result: Any = None
         try:
-            preload_native_libraries()
+            cls = self._session_class
+            if _in_process(cls):
+                preload_native_libraries()  # torch is imported in this thread, not the GUI's
             # control first: when `Paused` reaches the GUI, a snapshot is already allowed
             sinks = [self._control.on_event, batcher]
-            cls = _session_class()  # imports torch in this thread
             # `resume` only when asked, so session classes without it (test fakes) still work
             session = cls(self._cfg, sinks, resume=True) if self._resume else cls(self._cfg, sinks)
             if self._control.attach(session):
@@ -275,14 +284,16 @@ class TrainingRunner(QObject):
         from its latest complete checkpoint."""
         if self._thread is not None:
             raise RuntimeError("a training run is already in progress")
-        # Collect garbage here, on the GUI thread. Trainer calls gc.collect() in the worker
-        # (accelerate's free_memory at the end of a run); if dead windows or dialogs are still
-        # in reference cycles then, their Qt objects would be destroyed on the worker thread,
-        # which deadlocked against the GUI thread in the test suite.
-        gc.collect()
+        cls = _session_class()
+        if _in_process(cls):
+            # Collect garbage here, on the GUI thread. An in-process Trainer calls gc.collect()
+            # in the worker (accelerate's free_memory at the end of a run); if dead windows or
+            # dialogs are still in reference cycles then, their Qt objects would be destroyed
+            # on the worker thread, which deadlocked against the GUI thread in the test suite.
+            gc.collect()
         control = _SessionControl()
         thread, worker = QThread(self), TrainingWorker(cfg, control, self._flush_interval_s,
-                                                       resume)
+                                                       resume, cls)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.events.connect(self.events)  # signal-to-signal, queued to our thread

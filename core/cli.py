@@ -225,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_env()
+    if argv[:1] == ["_session"]:  # hidden: the GUI's training process (frozen builds)
+        from core.child_session import child_main
+
+        return child_main()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

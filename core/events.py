@@ -118,6 +118,7 @@ class Failed(Event):
     message: str
     user_error: bool = True
     traceback: str = ""
+    field: str | None = None  # the run.yaml key a user error is about (the GUI marks it)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -238,7 +238,7 @@ class TrainingSession(RunControl):
             self.emit(Finished(0, True, None, None, 0.0))
             return RunResult(self.run_dir, None, 0, True, None)
         except UserError as exc:
-            self.emit(Failed(exc.message, True))
+            self.emit(Failed(exc.message, True, field=exc.field))
             raise
         except Exception as exc:
             self.emit(Failed(f"internal error: {exc}", False, traceback.format_exc()))
