@@ -1,5 +1,9 @@
 """The main window: model and layer tree on the left; adapter, data, training and the live
-monitor on the right; menus, toolbar, shortcuts, status bar, drag and drop, settings, close.
+monitor on the right; status bar, drag and drop, settings, close.
+
+Around it: app.actions builds the actions, shortcuts, menus and toolbar; app.run_files opens,
+saves and resumes runs (the RunFiles mixin); app.adapter_folders exports adapters and opens the
+inspector (the AdapterFolders mixin); app.drops decides what a drop is.
 
 Everything the window does is a RunConfig plus calls into core. Slots that call core go through
 `reports_errors`, so a bad input shows the core's one sentence next to its field (or in a
@@ -10,35 +14,33 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
-    QApplication,
-    QFileDialog,
     QGroupBox,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QSplitter,
-    QStyle,
     QTabWidget,
-    QToolBar,
     QVBoxLayout,
 )
 
+from app.actions import install_actions
+from app.adapter_folders import AdapterFolders
 from app.background import BackgroundJobs
-from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.inspector_window import InspectorWindow
 from app.dialogs.resume_dialog import ResumeDialog
 from app.dialogs.stop_dialog import CANCEL, SAVE, ask_stop_choice
+from app.drops import accept_local_files, drop_kind, dropped_paths
 from app.errors import ErrorLabel, reports_errors, show_dialog
 from app.numbers import compact, duration, exact, percent
+from app.run_files import DEFAULT_PRESET, RunFiles
 from app.run_state import AdapterState, RunState, adapter_config, adapter_state
 from app.settings import AppSettings
 from app.widgets.adapter_panel import AdapterPanel
@@ -51,23 +53,12 @@ from app.widgets.metric_plots import MetricPlots
 from app.widgets.model_panel import ModelPanel
 from app.widgets.training_panel import TrainingPanel
 from app.worker import TrainingRunner
-from core.checkpoints import latest_checkpoint
-from core.config import AdapterConfig, DataConfig, ModelConfig, RunConfig, validate
+from core.config import AdapterConfig, RunConfig, validate
 from core.errors import UserError
-from core.events import Failed, Finished, Paused, Resumed, Started, Step, read_metrics
+from core.events import Failed, Finished, Paused, Resumed, Started, Step
 from core.module_tree import ModuleTree, build_tree
 from core.selection import AdapterPlan, plan_adapter
 from core.sources import ModelSource, resolve_source
-
-DEFAULT_PRESET = "attention"
-MODEL_FILES = ("config.json",)
-RUN_SUFFIXES = (".yaml", ".yml")
-
-
-def default_run() -> RunConfig:
-    """First start: a demo model and demo data, ready to train at once."""
-    return RunConfig(model=ModelConfig(source="demo:tiny-llama"),
-                     data=DataConfig(path="demo:stories"))
 
 
 def _load_model(spec: str, task: str, trust: bool,
@@ -81,7 +72,28 @@ def _load_model(spec: str, task: str, trust: bool,
     return source, quick or build_tree(source, task, trust, num_labels)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(RunFiles, AdapterFolders, QMainWindow):
+    # made by app.actions.install_actions, each wired to one of the slots below
+    open_model_action: QAction
+    open_config_action: QAction
+    open_cache_action: QAction
+    open_run_action: QAction
+    save_run_action: QAction
+    save_run_as_action: QAction
+    copy_cmd_action: QAction
+    export_action: QAction
+    export_current_action: QAction
+    resume_run_action: QAction
+    quit_action: QAction
+    start_action: QAction
+    pause_action: QAction
+    stop_action: QAction
+    filter_action: QAction
+    inspect_action: QAction
+    compare_action: QAction
+    preset_actions: dict[str, QAction]  # by preset key: attention, mlp, all-linear, none
+    recent_menu: QMenu
+
     def __init__(self, settings: QSettings | None = None, open_demo: bool = True,
                  probe_device: bool = True) -> None:
         super().__init__()
@@ -111,7 +123,7 @@ class MainWindow(QMainWindow):
 
         self._build_panels(probe_device)
         self._build_layout()
-        self._build_actions()
+        install_actions(self)
         self._build_status_bar()
         self._connect()
         self._restore_window()
@@ -178,115 +190,6 @@ class MainWindow(QMainWindow):
         self.resize(1440, 900)
         self.main_split.setSizes([840, 600])
         self.left_split.setSizes([190, 710])
-
-    def _action(self, text: str, slot: Any, shortcut: Any = None, tip: str = "",
-                icon: QStyle.StandardPixmap | None = None) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            shortcuts = shortcut if isinstance(shortcut, list) else [shortcut]
-            action.setShortcuts([QKeySequence(s) for s in shortcuts])
-        if tip:
-            action.setStatusTip(tip)
-            action.setToolTip(tip)
-        if icon is not None:
-            action.setIcon(self.style().standardIcon(icon))
-        action.triggered.connect(lambda _=False: slot())
-        self.addAction(action)  # shortcuts work even with the menu bar hidden
-        return action
-
-    def _build_actions(self) -> None:
-        sp = QStyle.StandardPixmap
-        self.open_model_action = self._action(
-            "Open &model folder…", self.model_panel.browse_folder, QKeySequence.StandardKey.Open,
-            "Open a Hugging Face model folder", sp.SP_DirOpenIcon)
-        self.open_config_action = self._action("Open model &config.json…",
-                                               self.model_panel.browse_config)
-        self.open_cache_action = self._action("Open from the Hugging Face &cache…",
-                                              self.model_panel.browse_cache)
-        self.open_run_action = self._action("&Open run…", self.open_run_dialog, "Ctrl+Shift+O",
-                                            "Open a run.yaml", sp.SP_FileIcon)
-        self.save_run_action = self._action("&Save run", self.save_run,
-                                            QKeySequence.StandardKey.Save,
-                                            "Save the run as run.yaml", sp.SP_DialogSaveButton)
-        self.save_run_as_action = self._action("Save run &as…", self.save_run_as, "Ctrl+Shift+S")
-        self.copy_cmd_action = self._action(
-            "Copy &command line", self.copy_command_line, "Ctrl+Shift+C",
-            "Copy the `graftlab train run.yaml` command that reproduces this run")
-        self.export_action = self._action("&Export adapter…", self.export_adapter, "Ctrl+E",
-                                          "Export the trained adapter", sp.SP_DialogApplyButton)
-        self.export_current_action = self._action(
-            "Export c&urrent adapter…", self.export_current_adapter, "Ctrl+Shift+E",
-            "While paused: save the adapter as it is now")
-        self.resume_run_action = self._action(
-            "&Resume run…", self.open_resume_dialog, "Ctrl+R",
-            "Continue a stopped or interrupted run from its last checkpoint")
-        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.start_action = self._action("&Start training", self.start_training,
-                                         ["Ctrl+Return", "Ctrl+Enter"],
-                                         "Start training (Ctrl+Return)", sp.SP_MediaPlay)
-        self.pause_action = self._action("&Pause / resume", self.toggle_pause,
-                                         ["Ctrl+P", "Space"], "Pause or resume (Ctrl+P)",
-                                         sp.SP_MediaPause)
-        self.stop_action = self._action("S&top…", self.ask_and_stop, "Ctrl+.",
-                                        "Stop after this step: save or discard the adapter",
-                                        sp.SP_MediaStop)
-        self.filter_action = self._action("&Filter modules", self.focus_filter,
-                                          QKeySequence.StandardKey.Find)
-        self.inspect_action = self._action("&Inspect adapter…", self.inspect_adapter, "Ctrl+I",
-                                           "Open any PEFT LoRA adapter folder in the inspector")
-        self.compare_action = self._action("&Compare adapters…", self.compare_adapter_folders,
-                                           tip="Compare the updates of two adapter folders")
-        self.preset_actions = {
-            key: self._action(f"Preset: {label}", lambda k=key: self.layer_tree.apply_preset(k),
-                              f"Ctrl+{n}")
-            for n, (key, label) in zip((1, 2, 3, 0), (("attention", "attention"),
-                                                      ("mlp", "MLP"),
-                                                      ("all-linear", "all linear"),
-                                                      ("none", "none")), strict=True)}
-        self.pause_action.setEnabled(False)
-        self.stop_action.setEnabled(False)
-        self.export_current_action.setEnabled(False)
-
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        for a in (self.open_model_action, self.open_config_action, self.open_cache_action):
-            file_menu.addAction(a)
-        self.recent_menu = file_menu.addMenu("Recent &models")
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        file_menu.addSeparator()
-        for a in (self.open_run_action, self.save_run_action, self.save_run_as_action,
-                  self.copy_cmd_action, self.resume_run_action):
-            file_menu.addAction(a)
-        file_menu.addSeparator()
-        file_menu.addAction(self.export_action)
-        file_menu.addAction(self.export_current_action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
-        select_menu = bar.addMenu("&Select")
-        select_menu.addAction(self.filter_action)
-        for a in self.preset_actions.values():
-            select_menu.addAction(a)
-        train_menu = bar.addMenu("&Train")
-        for a in (self.start_action, self.pause_action, self.stop_action):
-            train_menu.addAction(a)
-        tools_menu = bar.addMenu("T&ools")
-        tools_menu.addAction(self.inspect_action)
-        tools_menu.addAction(self.compare_action)
-        help_menu = bar.addMenu("&Help")
-        help_menu.addAction("&About Graftlab", self._about)
-
-        tools = QToolBar("Main")
-        tools.setObjectName("mainToolbar")
-        tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        tools.setMovable(False)
-        for a in (self.open_model_action, self.open_run_action, self.save_run_action):
-            tools.addAction(a)
-        tools.addSeparator()
-        for a in (self.start_action, self.pause_action, self.stop_action):
-            tools.addAction(a)
-        tools.addSeparator()
-        tools.addAction(self.export_action)
-        self.addToolBar(tools)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -495,7 +398,7 @@ class MainWindow(QMainWindow):
     def _on_tree_error(self, exc: UserError) -> None:
         self.report_error(exc)
 
-    # ---- run.yaml -------------------------------------------------------------------------
+    # ---- the run as the window shows it (run.yaml files: app.run_files) -------------------
     def run_config(self) -> RunConfig:
         """The run exactly as the GUI shows it."""
         if self.tree is None and self._pending_adapter is not None:
@@ -526,93 +429,6 @@ class MainWindow(QMainWindow):
             self._pending_adapter, self._pending_preset = copy.deepcopy(a), None
             self.tree = None
             self.open_model(cfg.model.source)
-
-    @reports_errors
-    def load_run_file(self, path: str | Path) -> None:
-        cfg = RunConfig.load(path)
-        self.run_path = Path(path)
-        self.settings.set_last_run_path(str(path))
-        self.apply_run_config(cfg)
-        self._update_title()
-        self._show_status(f"Opened run {path}")
-
-    @Slot()
-    def open_run_dialog(self) -> None:
-        start = str(self.run_path.parent) if self.run_path else self.settings.last_dir("run")
-        path, _ = QFileDialog.getOpenFileName(self, "Open a run", start,
-                                              "Run files (*.yaml *.yml);;All files (*)")
-        if path:
-            self.settings.set_last_dir("run", str(Path(path).parent))
-            self.load_run_file(path)
-
-    @reports_errors
-    def save_run(self, path: str | Path | None = None) -> Path | None:
-        """Validate and write run.yaml; asks for a path the first time."""
-        self.adapter_panel.validate()
-        cfg = self.run_config()
-        validate(cfg, "run settings")
-        target = Path(path) if path else self.run_path
-        if target is None:
-            target = self._ask_save_path()
-            if target is None:
-                return None
-        cfg.save(target)
-        self.run_path = target
-        self.settings.set_last_run_path(str(target))
-        self._update_title()
-        self._show_status(f"Saved {target}")
-        return target
-
-    @Slot()
-    def save_run_as(self) -> None:
-        target = self._ask_save_path()
-        if target is not None:
-            self.save_run(target)
-
-    def _ask_save_path(self) -> Path | None:
-        start = str(self.run_path) if self.run_path else str(
-            Path(self.settings.last_dir("run") or Path.cwd()) / "run.yaml")
-        path, _ = QFileDialog.getSaveFileName(self, "Save the run", start,
-                                              "Run files (*.yaml *.yml)")
-        if not path:
-            return None
-        self.settings.set_last_dir("run", str(Path(path).parent))
-        return Path(path)
-
-    @reports_errors
-    def copy_command_line(self) -> str | None:
-        """Save the run (so the file matches the window) and copy the command that replays it."""
-        target = self.save_run()
-        if target is None:
-            return None
-        command = f"graftlab train {shlex.quote(str(target.resolve()))}"
-        QApplication.clipboard().setText(command)
-        self._show_status(f"Copied: {command}")
-        return command
-
-    def _update_title(self) -> None:
-        self.setWindowTitle(f"{self.run_path.name} — Graftlab" if self.run_path else "Graftlab")
-
-    def _open_initial_run(self) -> None:
-        text = self.settings.last_run_yaml()
-        if text:
-            try:
-                cfg = RunConfig.from_dict(yaml.safe_load(text), where="last session")
-                self.apply_run_config(cfg)
-                last = self.settings.last_run_path()
-                self.run_path = Path(last) if last and Path(last).is_file() else None
-                self._update_title()
-                return
-            except (UserError, yaml.YAMLError):
-                pass  # a stale or broken saved state: start fresh on the demo
-        cfg = default_run()
-        self.adapter_panel.set_values(cfg.adapter.rank, cfg.adapter.alpha, cfg.adapter.dropout,
-                                      cfg.adapter.variant)
-        self.data_panel.set_values(cfg.data)
-        self.training_panel.set_values(cfg.training)
-        self.model_panel.set_values(cfg.model)
-        self._pending_adapter, self._pending_preset = None, DEFAULT_PRESET
-        self.open_model(cfg.model.source)
 
     # ---- training -------------------------------------------------------------------------
     @reports_errors
@@ -733,7 +549,6 @@ class MainWindow(QMainWindow):
         if self._close_after_run:
             QTimer.singleShot(0, self.close)
 
-    # ---- stop choice, resume, export while paused -----------------------------------------
     @Slot()
     def ask_and_stop(self) -> str:
         """Stop asks: save the adapter, discard it, or cancel (`stop_chooser`, Save default)."""
@@ -744,112 +559,7 @@ class MainWindow(QMainWindow):
             self.stop_training(save=choice == SAVE)
         return choice
 
-    @Slot()
-    def open_resume_dialog(self) -> ResumeDialog | None:
-        """Resumable runs under the output folder's parent (and folders the user adds)."""
-        if self.runner.is_running():
-            self._show_status("Stop the current run before resuming another one.")
-            return None
-        out = Path(self.training_panel.values().output_dir).expanduser()
-        roots = [out.parent] + ([Path(d)] if (d := self.settings.last_dir("runs")) else [])
-        if self.resume_dialog is not None:
-            self.resume_dialog.done(0)
-            self.resume_dialog.deleteLater()
-        self.resume_dialog = ResumeDialog(roots, self)
-        self.resume_dialog.accepted.connect(self._on_resume_accepted)
-        self.resume_dialog.open()
-        return self.resume_dialog
-
-    @Slot()
-    def _on_resume_accepted(self) -> None:
-        dialog = self.resume_dialog
-        run_dir = dialog.chosen_run() if dialog is not None else None
-        if dialog is not None and len(dialog.roots) > 1:
-            self.settings.set_last_dir("runs", dialog.roots[-1])
-        if run_dir is not None:
-            self.resume_run(run_dir)
-
-    @reports_errors
-    def resume_run(self, run_dir: str | Path) -> bool:
-        """Continue `run_dir` from its latest complete checkpoint, as `graftlab train --resume`:
-        its run.yaml goes into the window, its history into the plots, and the run goes on."""
-        if self.runner.is_running():
-            raise UserError("a run is in progress; stop it before resuming another one.")
-        run_dir = Path(run_dir)
-        checkpoint = latest_checkpoint(run_dir)  # the core's sentence if it cannot resume
-        cfg = RunConfig.load(run_dir / "run.yaml")
-        cfg.training.output_dir = str(run_dir)
-        self.apply_run_config(cfg)
-        metrics = run_dir / "metrics.jsonl"
-        history = [ev for ev in (read_metrics(metrics) if metrics.is_file() else [])
-                   if not isinstance(ev, Finished | Failed)
-                   and getattr(ev, "step", 0) <= checkpoint.step]  # the rest is trained again
-        self.plots.load_history(history)
-        self.log_view.add_line(f"Resuming {run_dir} from step {checkpoint.step} of "
-                               f"{checkpoint.max_steps}")
-        self.runner.start(cfg, resume=True)
-        self._set_running(True)
-        self.training_panel.set_state("running")
-        self.tabs.setCurrentWidget(self.monitor_split)
-        self._show_status(f"Resuming {run_dir.name} at step {checkpoint.step}")
-        return True
-
-    @Slot(object)
-    def _on_pause_events(self, batch: list[Any]) -> None:
-        for ev in batch:
-            if isinstance(ev, Started):
-                self._live_run_dir = ev.run_dir
-            elif isinstance(ev, Paused):
-                self._paused_step = ev.step
-        self.export_current_action.setEnabled(self.runner.can_snapshot())
-
-    @reports_errors
-    def export_current_adapter(self, out_dir: str | Path | None = None) -> None:
-        """While paused: save the adapter as it is now (in the background; big adapters take
-        a while). Without `out_dir`, asks for a folder and writes adapter-step-N into it."""
-        if not self.runner.can_snapshot():
-            raise UserError("pause the run and wait until it has paused before exporting its "
-                            "adapter mid-training.")
-        if out_dir is None:
-            start = self._live_run_dir or self.settings.last_dir("adapter")
-            folder = QFileDialog.getExistingDirectory(
-                self, "Export the current adapter into folder", start)
-            if not folder:
-                return
-            out_dir = Path(folder) / f"adapter-step-{self._paused_step}"
-        self.runner.snapshot_adapter(out_dir)
-        self.export_current_action.setEnabled(False)
-        self._show_status(f"Saving the adapter at step {self._paused_step} to {out_dir}…", 0)
-
-    @Slot(object)
-    def _on_snapshot_saved(self, files: list[tuple[Path, int]]) -> None:
-        self.last_snapshot = [(Path(p), int(n)) for p, n in files]
-        folder = self.last_snapshot[0][0].parent if self.last_snapshot else None
-        self._show_status(f"Saved the adapter at step {self._paused_step} to {folder} "
-                          f"({sum(n for _p, n in self.last_snapshot):,} bytes)")
-        self.log_view.add_line(f"Exported the adapter at step {self._paused_step} to {folder}")
-        self.export_current_action.setEnabled(self.runner.can_snapshot())
-
-    @Slot(object)
-    def _on_snapshot_failed(self, exc: BaseException) -> None:
-        self.export_current_action.setEnabled(self.runner.can_snapshot())
-        self.report_error(exc, getattr(exc, "formatted_traceback", None))
-
-    # ---- export ---------------------------------------------------------------------------
-    @reports_errors
-    def export_adapter(self) -> None:
-        folder = self.last_adapter_dir
-        if not folder:
-            folder = QFileDialog.getExistingDirectory(
-                self, "Choose an adapter folder to export", self.settings.last_dir("adapter"))
-            if not folder:
-                return
-            self.settings.set_last_dir("adapter", folder)
-        model = self.model_panel.values()
-        dialog = ExportDialog(folder, model.source, model.task, self)
-        dialog.open()
-
-    # ---- heatmap, memory estimate, inspector ----------------------------------------------
+    # ---- heatmap and memory estimate ------------------------------------------------------
     @Slot()
     def _on_plan_for_views(self) -> None:
         self.heatmap_panel.show_plan(self.tree, self.plan)
@@ -864,38 +574,6 @@ class MainWindow(QMainWindow):
                             self.data_panel.values().max_length,
                             resolved[0] if resolved else "cpu", config)
 
-    def open_inspector(self, folder: str | None = None,
-                       compare_with: str | None = None) -> InspectorWindow:
-        """The inspector window (one, reused), reading `folder` if given."""
-        if self.inspector is None:
-            self.inspector = InspectorWindow(self, self.settings.last_dir("adapter"))
-        if self.inspector.isVisible():  # already open, perhaps behind: bring it forward
-            self.inspector.raise_()
-            self.inspector.activateWindow()
-        self.inspector.show()
-        if folder:
-            self.inspector.open_folder(folder, compare_with)
-        return self.inspector
-
-    @Slot()
-    def inspect_adapter(self) -> None:
-        start = self.last_adapter_dir or self.settings.last_dir("adapter")
-        folder = QFileDialog.getExistingDirectory(self, "Open a LoRA adapter folder", start)
-        if folder:
-            self.settings.set_last_dir("adapter", folder)
-            self.open_inspector(folder)
-
-    @Slot()
-    def compare_adapter_folders(self) -> None:
-        start = self.last_adapter_dir or self.settings.last_dir("adapter")
-        first = QFileDialog.getExistingDirectory(self, "First adapter folder (A)", start)
-        if not first:
-            return
-        second = QFileDialog.getExistingDirectory(self, "Second adapter folder (B)", first)
-        if second:
-            self.settings.set_last_dir("adapter", second)
-            self.open_inspector(first, second)
-
     # ---- misc slots -----------------------------------------------------------------------
     @Slot()
     def focus_filter(self) -> None:
@@ -909,45 +587,29 @@ class MainWindow(QMainWindow):
         if not busy and self.statusBar().currentMessage().endswith("…"):
             self.statusBar().clearMessage()
 
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        for spec in self.settings.recent_models():
-            self.recent_menu.addAction(spec, lambda s=spec: self._on_open_requested(s))
-        if self.recent_menu.isEmpty():
-            self.recent_menu.addAction("(none yet)").setEnabled(False)
-
-    def _about(self) -> None:
-        QMessageBox.about(self, "About Graftlab",
-                          "Graftlab: see and steer LoRA fine-tuning.\n"
-                          "Every run is a run.yaml: `graftlab train run.yaml` replays it.")
-
     # ---- drag and drop --------------------------------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
-        if urls and all(u.isLocalFile() for u in urls):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        accept_local_files(event)
 
     def dropEvent(self, event: QDropEvent) -> None:
-        for url in event.mimeData().urls():
-            self.open_path(url.toLocalFile())
+        for path in dropped_paths(event):
+            self.open_path(path)
         event.acceptProposedAction()
 
     @reports_errors
     def open_path(self, path: str) -> str:
         """Open a dropped path: a folder or config.json is a model, .yaml a run, else data."""
         p = Path(path)
-        if p.is_dir() or p.name in MODEL_FILES:
+        kind = drop_kind(p)
+        if kind == "model":
             self.model_panel.last_dir = str(p.parent)
             self.open_model(str(p))
-            return "model"
-        if p.suffix.lower() in RUN_SUFFIXES:
+        elif kind == "run":
             self.load_run_file(p)
-            return "run"
-        self.data_panel.set_path(str(p))
-        self.tabs.setCurrentWidget(self.data_panel)
-        return "data"
+        else:
+            self.data_panel.set_path(str(p))
+            self.tabs.setCurrentWidget(self.data_panel)
+        return kind
 
     # ---- window state and closing ---------------------------------------------------------
     def _restore_window(self) -> None:

@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.drops import accept_local_files, dropped_paths
 from app.errors import ErrorLabel
 from app.numbers import compact, exact
 from app.numbers import size_bytes as human_bytes
@@ -492,15 +493,11 @@ class InspectorWindow(QMainWindow):
             self.compare_with(folder)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
-        if urls and all(u.isLocalFile() for u in urls):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        accept_local_files(event)
 
     def dropEvent(self, event: QDropEvent) -> None:
         """One folder: inspect it. Two: inspect the first and compare with the second."""
-        paths = [u.toLocalFile() for u in event.mimeData().urls()]
+        paths = dropped_paths(event)
         if paths:
             self.open_folder(paths[0], paths[1] if len(paths) > 1 else None)
         event.acceptProposedAction()
