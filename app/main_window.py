@@ -130,6 +130,8 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         self.model_panel.set_recent(self.settings.recent_models())
         if open_demo:
             QTimer.singleShot(0, self._open_initial_run)
+        # A training process with torch imported, ready for Start (GRAFTLAB_PRESTART=0: none)
+        QTimer.singleShot(4000, self.runner.keep_spare_process)
 
     # ---- construction ---------------------------------------------------------------------
     def _build_panels(self, probe_device: bool) -> None:

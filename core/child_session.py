@@ -75,6 +75,84 @@ def _raise_error(error: dict[str, Any]) -> None:
 
 
 # ---- parent side ---------------------------------------------------------------------------
+class _Child:
+    """A started child process and the temporary file that collects its stderr."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.command = list(command)
+        self.env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[1])  # the folder holding `core`
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, self.env.get("PYTHONPATH")) if p)
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, env=self.env,
+                                     start_new_session=True)  # no Ctrl+C from the terminal
+
+    def matches(self, command: Sequence[str]) -> bool:
+        """Still usable for a run started now with `command` (same environment, alive)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = self.env["PYTHONPATH"]
+        return self.proc.poll() is None and list(command) == self.command and env == self.env
+
+    def stderr_tail(self) -> str:
+        self.stderr.seek(0, os.SEEK_END)
+        self.stderr.seek(max(0, self.stderr.tell() - STDERR_TAIL_BYTES))
+        return self.stderr.read().decode("utf-8", "replace")
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
+_spare_lock = threading.Lock()
+_spare: _Child | None = None
+
+
+def prestart(command: Sequence[str] | None = None) -> None:
+    """Start a spare child now, so the next run skips importing torch, transformers and peft
+    (about 5-10 s). It waits on its stdin for a run; it exits when this process does."""
+    global _spare
+    command = list(command) if command is not None else child_command()
+    with _spare_lock:
+        if _spare is not None and _spare.matches(command):
+            return
+        old, _spare = _spare, _Child(command)
+    if old is not None:
+        old.close()
+
+
+def discard_spare() -> None:
+    """End the spare child, if any (it would also end by itself when this process exits)."""
+    global _spare
+    with _spare_lock:
+        old, _spare = _spare, None
+    if old is not None:
+        old.close()
+
+
+def _take_child(command: Sequence[str]) -> _Child:
+    """The spare child when it fits this run, else a new one."""
+    global _spare
+    with _spare_lock:
+        spare, _spare = _spare, None
+    if spare is not None:
+        if spare.matches(command):
+            return spare
+        spare.close()
+    return _Child(command)
+
+
 class ProcessSession(RunControl):
     """A TrainingSession running in a child process; `run()` blocks until the child is done.
 
@@ -145,60 +223,48 @@ class ProcessSession(RunControl):
     def run(self) -> Any:
         from core.session import RunResult
 
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[1])  # the folder holding `core`
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root,
-                                                        env.get("PYTHONPATH")) if p)
-        with tempfile.TemporaryFile() as stderr:
-            proc = subprocess.Popen(self._command, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=stderr, env=env,
-                                    start_new_session=True)  # no Ctrl+C from the terminal
-            assert proc.stdin is not None and proc.stdout is not None
-            with self._lock:
-                self._proc, self._stdin = proc, proc.stdin
-            self._send({"config": self.cfg.to_dict(), "resume": self.resume})
-            if self.paused:  # requests that came before the child existed
-                self._send({"cmd": "pause"})
-            if self.stop_requested:
-                self._send({"cmd": "stop", "save": self.save_on_stop})
-            result, error = None, None
-            try:
-                for line in proc.stdout:
-                    try:
-                        message = json.loads(line)
-                    except ValueError:
-                        continue  # not ours (cannot happen: fd 1 is redirected in the child)
-                    if "event" in message:
-                        event = event_from_dict(message)
-                        for sink in self.sinks:
-                            sink(event)
-                    elif "reply" in message:
-                        self._on_reply(message)
-                    elif "result" in message:
-                        result = message["result"]
-                    elif "error" in message:
-                        error = message["error"]
-            finally:
-                with self._lock:
-                    self._stdin = None
-                    for entry in self._waiting.values():
-                        entry[0].set()  # a snapshot still waiting gets "ended before"
+        child = _take_child(self._command)
+        proc = child.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        with self._lock:
+            self._proc, self._stdin = proc, proc.stdin
+        self._send({"config": self.cfg.to_dict(), "resume": self.resume})
+        if self.paused:  # requests that came before the child existed
+            self._send({"cmd": "pause"})
+        if self.stop_requested:
+            self._send({"cmd": "stop", "save": self.save_on_stop})
+        result, error = None, None
+        try:
+            for line in proc.stdout:
                 try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
-                self.returncode = proc.wait()
-                proc.stdout.close()
-            if result is not None:
-                return RunResult(Path(result["run_dir"]),
-                                 Path(result["adapter_dir"]) if result["adapter_dir"] else None,
-                                 int(result["steps"]), bool(result["stopped_early"]),
-                                 result["train_loss"])
-            if error is not None:
-                _raise_error(error)
-            stderr.seek(0, os.SEEK_END)
-            stderr.seek(max(0, stderr.tell() - STDERR_TAIL_BYTES))
-            tail = stderr.read().decode("utf-8", "replace")
+                    message = json.loads(line)
+                except ValueError:
+                    continue  # not ours (cannot happen: fd 1 is redirected in the child)
+                if "event" in message:
+                    event = event_from_dict(message)
+                    for sink in self.sinks:
+                        sink(event)
+                elif "reply" in message:
+                    self._on_reply(message)
+                elif "result" in message:
+                    result = message["result"]
+                elif "error" in message:
+                    error = message["error"]
+        finally:
+            with self._lock:
+                self._stdin = None
+                for entry in self._waiting.values():
+                    entry[0].set()  # a snapshot still waiting gets "ended before"
+            tail = child.stderr_tail()
+            child.close()
+            self.returncode = proc.returncode
+        if result is not None:
+            return RunResult(Path(result["run_dir"]),
+                             Path(result["adapter_dir"]) if result["adapter_dir"] else None,
+                             int(result["steps"]), bool(result["stopped_early"]),
+                             result["train_loss"])
+        if error is not None:
+            _raise_error(error)
         message = self._crash_sentence(self.returncode)
         for sink in self.sinks:
             sink(Failed(message, False, tail))
@@ -277,6 +343,18 @@ def _serve_commands(session: Any, stdin: IO[str], channel: _Channel) -> None:
     session.request_stop(save=True)  # end of input: the parent is gone; keep the work
 
 
+def _warm_imports() -> None:
+    """Import what every run needs (most of a run's start-up time) before the run arrives."""
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import core.callbacks  # noqa: F401 - transformers.Trainer and friends
+    import core.data  # noqa: F401
+    import core.export  # noqa: F401
+    import core.session  # noqa: F401
+
+
 def child_main() -> int:
     """Entry point of the child process (`python -m core.child_session`)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -293,9 +371,10 @@ def child_main() -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_and_save())
     running = False  # once the session runs, it reports its own failures as events
     try:
+        _warm_imports()  # a spare child does this before it is needed
         first = sys.stdin.readline()
         if not first:
-            return 1  # the parent went away before sending the run
+            return 0  # a spare that was never used: its parent went away or discarded it
         start = json.loads(first)
         cfg = RunConfig.from_dict(start["config"], where="run settings")
         from core.session import TrainingSession

@@ -9,6 +9,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No spare training process per window (each would import torch); tests that want one opt in.
+os.environ.setdefault("GRAFTLAB_PRESTART", "0")
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402

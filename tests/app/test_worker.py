@@ -292,3 +292,34 @@ def test_gui_modules_do_not_import_torch():
             "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_a_run_takes_the_spare_process_started_in_advance(qtbot, monkeypatch, tmp_path):
+    """keep_spare_process(): torch is imported before Start; the run uses that process and a
+    new spare is started for the next run."""
+    import core.child_session as child_session
+
+    monkeypatch.setenv("GRAFTLAB_PRESTART", "1")
+    runner = TrainingRunner()
+    try:
+        runner.keep_spare_process()
+        spare = child_session._spare
+        assert spare is not None and spare.proc.poll() is None
+        pids: list[int] = []
+
+        def on_events(batch) -> None:
+            if any(isinstance(e, Started) for e in batch):
+                pids.append(runner._control._session._proc.pid)
+
+        runner.events.connect(on_events)
+        with qtbot.waitSignal(runner.finished, timeout=180_000) as done:
+            runner.start(demo_cfg(tmp_path, max_steps=2))
+        assert done.args[0].steps == 2
+        assert pids == [spare.proc.pid]  # the run went to the spare
+        assert spare.proc.poll() is not None  # which has ended with the run
+        new = child_session._spare
+        assert new is not None and new is not spare and new.proc.poll() is None
+        runner.keep_spare_process(False)
+        assert child_session._spare is None and new.proc.poll() is not None
+    finally:
+        child_session.discard_spare()
