@@ -129,15 +129,18 @@ def prestart(command: Sequence[str] | None = None) -> None:
             return
         old, _spare = _spare, _Child(command)
     if old is not None:
+        old.proc.kill()  # a spare for another command or environment; it never had a run
         old.close()
 
 
 def discard_spare() -> None:
-    """End the spare child, if any (it would also end by itself when this process exits)."""
+    """End the spare child, if any (it would also end by itself when this process exits).
+    It never received a run, so killing it loses nothing."""
     global _spare
     with _spare_lock:
         old, _spare = _spare, None
     if old is not None:
+        old.proc.kill()
         old.close()
 
 
@@ -149,6 +152,7 @@ def _take_child(command: Sequence[str]) -> _Child:
     if spare is not None:
         if spare.matches(command):
             return spare
+        spare.proc.kill()
         spare.close()
     return _Child(command)
 
@@ -368,7 +372,12 @@ def child_main() -> int:
             session.request_stop(save=True)
 
     channel = _Channel(out, stop_and_save)
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop_and_save())
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if session is None:  # nothing to save yet
+            raise SystemExit(128 + signum)
+        stop_and_save()  # a run: end it after this step, with a checkpoint and the adapter
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     running = False  # once the session runs, it reports its own failures as events
     try:
         _warm_imports()  # a spare child does this before it is needed

@@ -186,3 +186,16 @@ def test_the_hidden_cli_subcommand_runs_the_child(tmp_path):
     assert proc.returncode == 2
     last = json.loads(proc.stdout.splitlines()[-1])
     assert last["error"]["user_error"] and last["error"]["field"] == "adapter.rank"
+
+
+def test_sigterm_ends_a_running_child_after_the_step_with_a_save(tmp_path):
+    """A system shutdown or `kill PID` must not lose the run: SIGTERM is a stop with a save."""
+    rec = Recorder()
+    session = ProcessSession(demo_cfg(tmp_path / "run", max_steps=100_000), [rec])
+    thread, out = run_in_thread(session)
+    rec.wait_for(Step)
+    os.kill(session._proc.pid, signal.SIGTERM)
+    thread.join(120)
+    result = out["result"]
+    assert result.stopped_early and session.returncode == 0
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
