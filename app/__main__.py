@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -25,9 +26,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if icon_path().is_file():
         app.setWindowIcon(QIcon(str(icon_path())))
-    # Training runs in a worker thread whose Python code competes with the UI for the GIL; a
-    # 1 ms switch interval (default 5 ms) cut the UI's p99 stall from ~9 ms to ~5 ms and did not
-    # slow training (tests/bench/bench_ui_stall.py).
+    # Training runs in a child process, but model loading and exports still run in threads
+    # of this one; a 1 ms GIL switch interval (default 5 ms) keeps the UI's share larger.
     sys.setswitchinterval(0.001)
 
     from app.main_window import MainWindow
@@ -37,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         window.open_path(path)
     window.show()
+    if os.environ.get("GRAFTLAB_QUIT_WHEN_SHOWN"):  # start-up measurement (frozen builds too)
+        from PySide6.QtCore import QTimer
+
+        def shown() -> None:
+            print("SHOWN", flush=True)
+            app.quit()
+
+        QTimer.singleShot(0, shown)  # runs after the first paint has been queued and done
     return int(app.exec())
 
 
