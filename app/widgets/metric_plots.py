@@ -20,15 +20,19 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QRect, Qt, QTimer, Slot
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPalette
-from PySide6.QtWidgets import QGridLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QGridLayout, QWidget
 
 from app.widgets.decimate import PeakSeries
+from app.widgets.sticky_range import StickyX, StickyY
 from core.events import Eval, Event, Started, Step
 
 EMA_WEIGHT = 0.9  # smoothing of the loss curve (TensorBoard-style, bias-corrected)
-# Redraw at most this often. pyqtgraph paints in Python, so every repaint competes with the
-# training thread for the GIL; 4 Hz looks live and keeps the event loop responsive.
+# Redraw at most this often; 4 Hz looks live and leaves the event loop mostly idle.
 REDRAW_INTERVAL_MS = 250
+# A redraw updates one plot at a time, this far apart, so each plot is painted in its own pass
+# of the event loop (Qt coalesces updates into one paint within ~5 ms): six plots whose ranges
+# change together then stall the loop six times ~10 ms instead of once ~60 ms.
+STAGGER_MS = 12
 
 
 # key -> (plot, legend name, colour, width, scatter). Order is legend order.
@@ -112,38 +116,42 @@ def human_count(n: float, spacing: float = 0.0) -> str:
 
 
 class _Curve(pg.PlotDataItem):
-    """A curve that is handed a decimation of its series but reports the series' x extent.
+    """A curve that is handed a decimation of its series, and reports bounds that rarely move.
 
-    While x auto-ranges, `extent` holds the x range of every point held, and the upper end is
-    rounded up to a power-of-two grid of at most one pixel (at the width of the whole run). A
-    batch that lengthens a million-point run by 10 steps then leaves the view alone (the new
-    points fall within the last pixel) instead of moving all six linked x axes and rebuilding
-    their ticks; the view grows once the data has grown by about a pixel, and the newest point
-    is always in view. The grid depends on the data only, so autorange settles in one pass.
+    For auto-ranging, x bounds come from `extent` (every point held, not just the decimation)
+    and y bounds from the points drawn; both go through sticky ranges (`sticky_range.py`), so
+    the view, and with it the axes' ticks, change a few times per run instead of on every
+    batch. `x_limit` is the run's last planned step: the step axis ends there, not beyond.
     """
 
     extent: tuple[float, float] | None = None
+    x_limit: float | None = None
+    x_start: float | None = None  # with x_limit: where the run's step axis begins
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._sticky_x, self._sticky_y = StickyX(), StickyY()
 
     def dataBounds(self, ax: int, frac: float = 1.0,
                    orthoRange: tuple[float, float] | None = None) -> tuple:  # noqa: N803
-        if ax != 0 or self.extent is None or frac != 1.0 or orthoRange is not None:
-            return super().dataBounds(ax, frac, orthoRange)
-        lo, hi = self.extent
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            return super().dataBounds(ax, frac, orthoRange)
-        view = self.getViewBox()
-        if view is None or view.width() <= 0:
+        if ax == 0 and self.extent is not None and frac == 1.0 and orthoRange is None:
+            lo, hi = self.extent
+        else:
+            lo, hi = super().dataBounds(ax, frac, orthoRange)
+        if frac != 1.0 or lo is None or hi is None or not (math.isfinite(lo)
+                                                           and math.isfinite(hi)):
             return lo, hi
-        # One grid for the plot (from all its curves' extents): each curve pads its bounds by
-        # its pen width, so a short curve ending on the newest step would otherwise still move
-        # the view on every batch.
-        extents = [item.extent for item in view.addedItems
-                   if isinstance(item, _Curve) and item.extent is not None]
-        span = max(e[1] for e in extents) - min(e[0] for e in extents)
-        if span > 0 and math.isfinite(span):
-            grid = 2.0 ** math.floor(math.log2(span / view.width()))
-            hi = math.ceil(hi / grid) * grid
-        return lo, hi
+        if ax == 0:
+            if self.x_limit is not None and self.x_start is not None:
+                lo = min(lo, self.x_start)  # every curve of the run: the same step axis
+            return self._sticky_x.fit(lo, hi, self.x_limit)
+        return self._sticky_y.fit(lo, hi)
+
+    def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
+        # Padding in pixels becomes padding in data units that depends on the range: each
+        # range change would then cause a second, slightly different one. The sticky bounds
+        # already leave room around the data.
+        return 0.0
 
 
 class MetricPlots(QWidget):
@@ -156,7 +164,11 @@ class MetricPlots(QWidget):
         self._redraw = QTimer(self)
         self._redraw.setSingleShot(True)
         self._redraw.setInterval(redraw_interval_ms)
-        self._redraw.timeout.connect(self.flush)
+        self._redraw.timeout.connect(self._draw_next_plot)
+        self._stagger = QTimer(self)
+        self._stagger.setSingleShot(True)
+        self._stagger.setInterval(STAGGER_MS)
+        self._stagger.timeout.connect(self._draw_next_plot)
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -175,6 +187,10 @@ class MetricPlots(QWidget):
             item.showGrid(x=True, y=True, alpha=0.15)
             item.setLabel("left", label)
             item.getAxis("left").setWidth(64)  # same width everywhere: linked x axes line up
+            for side in ("left", "bottom"):
+                # Axes are redrawn from a pixmap unless their ticks change (sticky ranges keep
+                # that rare); replaying their QPicture cost ~1 ms per axis per repaint.
+                item.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
             item.setLabel("bottom", "step")
             if legend is not None:
                 item.addLegend(offset=legend, labelTextSize="8pt")
@@ -242,17 +258,32 @@ class MetricPlots(QWidget):
         self._dirty.update(columns)
         if self._redraw.interval() <= 0:
             self.flush()
-        elif self._dirty and not self._redraw.isActive():
+        elif self._dirty and not (self._redraw.isActive() or self._stagger.isActive()):
             self._redraw.start()
 
     @Slot()
     def flush(self) -> None:
         """Push pending points to the curves now: at most one setData per touched curve."""
         self._redraw.stop()
+        self._stagger.stop()
         dirty, self._dirty = self._dirty, set()
         for key in _CURVES:  # in legend order: a curve joins its plot (and legend) on first draw
             if key in dirty:
                 self._draw(key)
+
+    @Slot()
+    def _draw_next_plot(self) -> None:
+        """The timed redraw: the pending curves of one plot, then the next plot after
+        STAGGER_MS, until none is pending."""
+        plot = next((_CURVES[k][0] for k in _CURVES if k in self._dirty), None)
+        if plot is None:
+            return
+        for key in _CURVES:
+            if key in self._dirty and _CURVES[key][0] == plot:
+                self._dirty.discard(key)
+                self._draw(key)
+        if self._dirty:
+            self._stagger.start()
 
     def load_history(self, events: Iterable[Event]) -> None:
         """Show a finished run's history (e.g. `core.events.read_metrics(metrics.jsonl)`)."""
@@ -262,6 +293,7 @@ class MetricPlots(QWidget):
 
     def clear(self) -> None:
         self._redraw.stop()
+        self._stagger.stop()
         self._dirty.clear()
         self._drawn.clear()
         for key, series in self._series.items():
@@ -318,6 +350,7 @@ class MetricPlots(QWidget):
             return  # e.g. a y-only change, or autorange settling: the curve is up to date
         self._drawn[key] = state
         curve.extent = None if x0 is not None else (series.x_min, series.x_max)
+        curve.x_limit, curve.x_start = self._run_steps()
         curve.setData(*series.decimate(a, b, columns, x0, x1))
         if curve.getViewBox() is None:
             item.addItem(curve)
@@ -348,8 +381,23 @@ class MetricPlots(QWidget):
             return math.nan
         return self._ema_raw / (1 - EMA_WEIGHT**self._ema_n)
 
+    def _run_steps(self) -> tuple[float | None, float | None]:
+        """(last planned step, first step shown) of the live run, or (None, None)."""
+        if self._started is None:
+            return None, None
+        start = float(self._started.start_step)
+        if self._series["loss"].n:  # a resumed run shows its history from its first step
+            start = min(start, self._series["loss"].x_min)
+        return float(self._started.total_steps), start
+
     def _on_started(self, ev: Started) -> None:
         self._started = ev
+        # The step axis spans the run from now on (see StickyX): set it before the first step
+        # arrives, so the first redraw does not also rebuild the ticks of every plot.
+        limit, start = self._run_steps()
+        if limit is not None and start is not None and start < limit:
+            self.plots["loss"].getPlotItem().getViewBox().setRange(
+                xRange=(start, limit), disableAutoRange=False)
         share = f" ({100.0 * ev.trainable_params / ev.base_params:.2g} %)" if ev.base_params else ""
         trainable, base = human_count(ev.trainable_params), human_count(ev.base_params)
         self._titles["params"] = (f"Trainable parameters: {trainable} of {base}{share}",

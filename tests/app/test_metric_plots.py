@@ -241,3 +241,38 @@ def test_grid_drawn_as_filled_rows_matches_pyqtgraphs_lines(plots, monkeypatch):
         edge |= (inside_x & near_y) | (inside_y & near_x)
     assert edge.all(), (rows[~edge][:5], cols[~edge][:5])
     assert len(rows) < 0.001 * filled.shape[0] * filled.shape[1]
+
+
+def test_live_ranges_stay_put_while_steps_arrive(plots, qtbot):
+    """The step axis spans the planned run; y ranges only move when the data leaves them, so
+    the axes are not rebuilt on every batch (the UI-stall bench depends on it)."""
+    plots.append_events([Started("/tmp/run", 300, 1000, 100_000, "cpu", "fp32", 64)])
+    views = {k: w.getPlotItem().getViewBox() for k, w in plots.plots.items()}
+    changes = {k: 0 for k in views}
+    for k, view in views.items():
+        view.sigRangeChanged.connect(lambda *_a, k=k: changes.__setitem__(k, changes[k] + 1))
+    plots.append_events([step(i, loss=3.0 + 0.01 * (i % 7)) for i in range(1, 11)])
+    qtbot.wait(30)  # autorange is applied when the views prepare to paint
+    x_range = views["loss"].viewRange()[0]
+    assert x_range[0] <= 1 and 300 <= x_range[1] < 320  # the whole run, from the start
+    before = dict(changes)
+    for first in range(11, 301, 10):  # 29 more batches of noise inside the first range
+        plots.append_events([step(i, loss=3.0 + 0.01 * (i % 7)) for i in range(first, first + 10)])
+        qtbot.wait(5)
+    assert changes == before
+    assert views["loss"].viewRange()[0] == x_range
+    assert plots.point_count("loss") == 300
+
+
+def test_a_falling_loss_moves_the_y_range_a_few_times_not_every_batch(plots, qtbot):
+    plots.append_events([Started("/tmp/run", 1000, 1000, 100_000, "cpu", "fp32", 64)])
+    view = plots.plots["loss"].getPlotItem().getViewBox()
+    seen: list = []
+    for first in range(1, 1001, 10):  # 100 batches; the loss falls from 4 to about 1
+        plots.append_events([step(i, loss=1.0 + 3.0 * np.exp(-i / 300)) for i in
+                             range(first, first + 10)])
+        qtbot.wait(3)
+        seen.append(tuple(view.viewRange()[1]))
+    lows = [lo for lo, _hi in seen]
+    assert lows[-1] <= 1.0 + 3.0 * np.exp(-1000 / 300)  # the data stays in view
+    assert 2 <= len(set(seen)) <= 12  # it followed the data, in a few jumps

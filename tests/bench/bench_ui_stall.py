@@ -36,6 +36,7 @@ class StallProbe(QObject):
         super().__init__()
         self.phase = "idle"
         self.late: dict[str, list[float]] = {"idle": [], "setup": [], "steady": []}
+        self.when: dict[str, list[float]] = {"idle": [], "setup": [], "steady": []}
         self._last = time.perf_counter()
         self.timer = QTimer(self)
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -46,6 +47,7 @@ class StallProbe(QObject):
     def _on_tick(self) -> None:
         now = time.perf_counter()
         self.late[self.phase].append(max(0.0, (now - self._last) * 1000 - INTERVAL_MS))
+        self.when[self.phase].append(now)
         self._last = now
 
     @Slot(object)
@@ -134,6 +136,10 @@ def main() -> None:
         "steps_per_s": round(args.steps / max(t_end - (t_first or t_end), 1e-9), 1),
         "idle": stats(probe.late["idle"]), "setup": stats(probe.late["setup"]),
         "steady": stats(probe.late["steady"]),
+        # the five worst steady-state stalls: (seconds after the first step, ms late)
+        "steady_worst": sorted(((round(t - (t_first or t0), 2), round(v, 1)) for t, v in
+                                zip(probe.when["steady"], probe.late["steady"])),
+                               key=lambda tv: -tv[1])[:5],
     }
     print(json.dumps(result))
 
