@@ -71,6 +71,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--switch-interval", type=float, default=0.001,
                         help="sys.setswitchinterval, as app/__main__.py sets it (s)")
+    parser.add_argument("--window", action="store_true",
+                        help="the whole main window (tree, heatmap, status bar...) at 1440x900, "
+                             "started with its Start action, instead of the plots, training "
+                             "panel and log on their own")
     args = parser.parse_args()
     sys.setswitchinterval(args.switch_interval)
     app = QApplication.instance() or QApplication([])
@@ -93,16 +97,32 @@ def main() -> None:
     cfg.training.max_steps = args.steps
     cfg.training.output_dir = tempfile.mkdtemp(prefix="graftlab-bench-run-")
 
-    plots, panel, log = MetricPlots(), TrainingPanel(probe=False), LogView()
-    for w in (plots, panel, log):
-        w.show()
-    plots.resize(900, 600)
     probe = StallProbe()
-    runner = TrainingRunner()
+    if args.window:
+        from PySide6.QtCore import QSettings
+
+        from app.main_window import MainWindow
+
+        settings = QSettings(str(Path(cfg.training.output_dir).parent / "bench-ui-stall.ini"),
+                             QSettings.Format.IniFormat)
+        window = MainWindow(settings, open_demo=False, probe_device=False)
+        window.resize(1440, 900)
+        window.show()
+        window.apply_run_config(cfg)  # opens the model and the data in the background
+        while window.tree is None or window.is_loading():
+            app.processEvents()
+            time.sleep(0.01)
+        runner = window.runner
+    else:
+        plots, panel, log = MetricPlots(), TrainingPanel(probe=False), LogView()
+        for w in (plots, panel, log):
+            w.show()
+        plots.resize(900, 600)
+        runner = TrainingRunner()
+        runner.events.connect(plots.append_events)
+        runner.events.connect(panel.append_events)
+        runner.events.connect(log.append_events)
     runner.events.connect(probe.on_events)
-    runner.events.connect(plots.append_events)
-    runner.events.connect(panel.append_events)
-    runner.events.connect(log.append_events)
     failures: list[str] = []
     runner.failed.connect(failures.append)
 
@@ -113,7 +133,10 @@ def main() -> None:
     def start_run() -> None:
         probe.phase = "setup"
         times["t0"] = time.perf_counter()
-        runner.start(cfg)
+        if args.window:
+            window.start_training()  # what the Start button does
+        else:
+            runner.start(cfg)
 
     def first_step(_batch) -> None:
         if "first" not in times and probe.phase == "steady":
@@ -121,6 +144,7 @@ def main() -> None:
 
     runner.events.connect(first_step)
     runner.finished.connect(app.quit)
+    probe._last = time.perf_counter()  # the idle phase starts now, not at construction
     probe.timer.start()
     QTimer.singleShot(500, start_run)  # 0.5 s of idle baseline first
     app.exec()
@@ -130,7 +154,8 @@ def main() -> None:
     if failures:
         raise SystemExit(failures[0])
     result = {
-        "bench": "ui_stall", "steps": args.steps, "cpus": os.cpu_count(),
+        "bench": "ui_stall", "mode": "window" if args.window else "panels",
+        "steps": args.steps, "cpus": os.cpu_count(),
         "setup_s": round((t_first or t_end) - t0, 2),
         "steady_s": round(t_end - (t_first or t_end), 2),
         "steps_per_s": round(args.steps / max(t_end - (t_first or t_end), 1e-9), 1),
