@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QResizeEvent
 from PySide6.QtWidgets import (
     QGroupBox,
     QLabel,
@@ -132,6 +132,27 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
             QTimer.singleShot(0, self._open_initial_run)
         # A training process with torch imported, ready for Start (GRAFTLAB_PRESTART=0: none)
         QTimer.singleShot(4000, self.runner.keep_spare_process)
+        # The plots' first paint, done while idle (again after the window is resized)
+        self._warm_timer = QTimer(self)
+        self._warm_timer.setSingleShot(True)
+        self._warm_timer.setInterval(1500)
+        self._warm_timer.timeout.connect(self._warm_monitor)
+        self._warm_timer.start()
+
+    @Slot()
+    def _warm_monitor(self) -> None:
+        """Lay out and paint the hidden monitor tab at the size it will have, so pressing
+        Start does not freeze the window while six plots draw their axes for the first time."""
+        current = self.tabs.currentWidget()
+        if current is self.monitor_split or not self.isVisible():
+            return
+        self.monitor_split.setGeometry(current.geometry())
+        self.plots.warm_up()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if hasattr(self, "_warm_timer"):
+            self._warm_timer.start()  # once the resizing has settled
 
     # ---- construction ---------------------------------------------------------------------
     def _build_panels(self, probe_device: bool) -> None:

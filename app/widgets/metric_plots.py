@@ -285,6 +285,19 @@ class MetricPlots(QWidget):
         if self._dirty:
             self._stagger.start()
 
+    def warm_up(self, interval_ms: int = 20) -> None:
+        """Paint each plot once, offscreen, one per `interval_ms` (call while hidden, at the size
+        it will be shown). The first paint of a plot lays out and draws its axes (~15 ms each);
+        done ahead, the first Start shows the plots in ~40 ms instead of stalling ~150 ms."""
+        widgets = list(self.plots.values())
+
+        def next_one() -> None:
+            if widgets:
+                widgets.pop(0).grab()
+                QTimer.singleShot(interval_ms, next_one)
+
+        next_one()
+
     def load_history(self, events: Iterable[Event]) -> None:
         """Show a finished run's history (e.g. `core.events.read_metrics(metrics.jsonl)`)."""
         self.clear()
