@@ -51,6 +51,18 @@ def shown_texts(w) -> list[str]:
     return texts
 
 
+@pytest.fixture(autouse=True)
+def _in_process_sessions(monkeypatch):
+    """Runs train in this process (the session class the runner accepts in place of the child
+    process), so the 30-odd cases do not each start a training process and import torch.
+    The child process carries a UserError's sentence and field unchanged: that is tested on
+    its own in tests/core/test_child_session.py and, in the window, by test_flow/test_worker."""
+    import app.worker
+    from core.session import TrainingSession
+
+    monkeypatch.setattr(app.worker, "TrainingSession", TrainingSession)
+
+
 @pytest.mark.parametrize("case", TRAIN_CASES)
 def test_the_cli_sentence_reaches_the_window(case, corpus, qtbot, make_window, tmp_path,  # noqa: F811
                                              capsys):

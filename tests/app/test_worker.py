@@ -323,3 +323,20 @@ def test_a_run_takes_the_spare_process_started_in_advance(qtbot, monkeypatch, tm
         assert child_session._spare is None and new.proc.poll() is not None
     finally:
         child_session.discard_spare()
+
+
+def test_a_bad_input_in_the_training_process_reaches_the_gui_as_a_user_error(
+        qtbot, runner, tmp_path):
+    """The real runner (a child process): the core's UserError comes back with its sentence
+    and field, so the window can put it next to the field; nothing is written."""
+    cfg = demo_cfg(tmp_path)
+    cfg.data.path = str(tmp_path / "missing.jsonl")
+    failures: list[str] = []
+    runner.failed.connect(failures.append)
+    with qtbot.waitSignal(runner.finished, timeout=120_000) as done:
+        runner.start(cfg)
+    assert done.args[0] is None
+    error = runner.last_error
+    assert isinstance(error, UserError) and error.field == "data.path"
+    assert failures == [error.message] and "missing.jsonl" in error.message
+    assert not (tmp_path / "run").exists()
