@@ -36,7 +36,7 @@ from app.adapter_folders import AdapterFolders
 from app.background import BackgroundJobs
 from app.dialogs.inspector_window import InspectorWindow
 from app.dialogs.resume_dialog import ResumeDialog
-from app.dialogs.stop_dialog import CANCEL, SAVE, ask_stop_choice
+from app.dialogs.stop_dialog import CANCEL, SAVE, ask_end_now, ask_stop_choice
 from app.drops import accept_local_files, drop_kind, dropped_paths
 from app.errors import ErrorLabel, reports_errors, show_dialog
 from app.numbers import compact, duration, exact, percent
@@ -116,6 +116,7 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         self._run_total = 0
         self._kinds: list[str] = []
         self.stop_chooser = ask_stop_choice  # (window) -> save/discard/cancel; tests replace it
+        self.end_chooser = ask_end_now  # (window) -> kill a run that is still stopping?
         self.resume_dialog: ResumeDialog | None = None
         self.last_snapshot: list[tuple[Path, int]] = []  # files of the last "export current"
         self._live_run_dir: str | None = None
@@ -577,10 +578,21 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         """Stop asks: save the adapter, discard it, or cancel (`stop_chooser`, Save default)."""
         if not self.runner.is_running():
             return CANCEL
+        if self.training_panel.state() == "stopping":  # asked before; it has not stopped yet
+            self.end_if_wanted()
+            return CANCEL
         choice = self.stop_chooser(self)
         if choice != CANCEL and self.runner.is_running():
             self.stop_training(save=choice == SAVE)
         return choice
+
+    def end_if_wanted(self) -> bool:
+        """A run that is still stopping: ask (`end_chooser`), then end its process now."""
+        if self.runner.is_running() and self.end_chooser(self):
+            self.runner.kill()
+            self._show_status("Ending the training process…", 0)
+            return True
+        return False
 
     # ---- heatmap and memory estimate ------------------------------------------------------
     @Slot()
@@ -674,6 +686,9 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
                     return
                 self._close_after_run = True
                 self.stop_training(save=True)
+            elif self.end_if_wanted():  # closed again while it is still stopping
+                event.ignore()  # closes on runner.finished, in a moment
+                return
             if not self.runner.shutdown(3000):
                 # the step in flight is still running: close again on runner.finished
                 self._show_status("Stopping: saving the adapter, then closing…", 0)

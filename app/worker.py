@@ -121,6 +121,20 @@ class _SessionControl:
             if self._session is not None:
                 self._session.request_stop(save)
 
+    def kill(self) -> None:
+        """End a session that does not stop: its process is killed (sessions without `kill`,
+        which train in this process, can only be asked to stop)."""
+        with self._lock:
+            session = self._session
+            if self._stop_save is None:
+                self._stop_save = True
+        if session is None:
+            return
+        if hasattr(session, "kill"):
+            session.kill()
+        else:
+            session.request_stop(True)
+
     def request_pause(self) -> None:
         with self._lock:
             self._pause = True
@@ -332,6 +346,12 @@ class TrainingRunner(QObject):
     def stop(self, save: bool = True) -> None:
         if self._control is not None:
             self._control.request_stop(save)
+
+    def kill(self) -> None:
+        """End the run now, for one that does not stop (see ProcessSession.kill); the run
+        ends with `failed` (the sentence says what was kept) and then `finished`."""
+        if self._control is not None:
+            self._control.kill()
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Stop (saving the adapter) and join, e.g. from closeEvent.

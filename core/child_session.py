@@ -178,6 +178,7 @@ class ProcessSession(RunControl):
         self._stdin: IO[bytes] | None = None
         self._next_id = 0
         self._waiting: dict[int, list[Any]] = {}  # id -> [threading.Event, reply or None]
+        self._killed = False
 
     # control (any thread)
     def request_pause(self) -> None:
@@ -191,6 +192,17 @@ class ProcessSession(RunControl):
     def request_stop(self, save: bool = True) -> None:
         super().request_stop(save)
         self._send({"cmd": "stop", "save": save})
+
+    def kill(self) -> None:
+        """End the child now (SIGKILL), for a run that does not stop when asked. The run
+        folder keeps its last complete checkpoint; the step in flight and an adapter being
+        saved are lost. Before the child exists, this is a stop."""
+        self.request_stop(save=True)
+        with self._lock:
+            self._killed = True
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
     def snapshot_adapter(self, out_dir: str | Path) -> list[tuple[Path, int]]:
         """Have the child save its adapter as it is now (only while paused); blocks until done."""
@@ -269,6 +281,13 @@ class ProcessSession(RunControl):
                              result["train_loss"])
         if error is not None:
             _raise_error(error)
+        if self._killed:  # asked for: a sentence, not an internal error
+            message = (f"the training process was ended before it had stopped; the last "
+                       f"complete checkpoint in {self.run_dir} can be continued with Run > "
+                       "Resume run, or `graftlab train --resume`.")
+            for sink in self.sinks:
+                sink(Failed(message, True))
+            raise UserError(message)
         message = self._crash_sentence(self.returncode)
         for sink in self.sinks:
             sink(Failed(message, False, tail))

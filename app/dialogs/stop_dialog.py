@@ -46,3 +46,27 @@ def ask_stop_choice(parent: QWidget | None) -> str:
     box.exec()
     return choice_of(box.standardButton(box.clickedButton()) if box.clickedButton() else
                      QMessageBox.StandardButton.Cancel)
+
+
+END_TEXT = "The run has not stopped yet. End the training process now?"
+END_DETAILS = ("A stop waits for the current step and then saves a checkpoint and the adapter. "
+               "Ending the process now keeps the run folder's last complete checkpoint, which "
+               "Resume run continues from; the step in flight and the adapter are not saved.")
+
+
+def ask_end_now(parent: QWidget | None) -> bool:
+    """Ask modally whether to kill a run that is still stopping (Wait is the default).
+
+    The main window holds this as its `end_chooser` attribute; tests replace it.
+    """
+    box = QMessageBox(QMessageBox.Icon.Warning, "End training", END_TEXT,
+                      QMessageBox.StandardButton.Abort | QMessageBox.StandardButton.Cancel,
+                      parent)
+    box.setObjectName("endDialog")
+    box.setInformativeText(END_DETAILS)
+    box.button(QMessageBox.StandardButton.Abort).setText("End now")
+    box.button(QMessageBox.StandardButton.Cancel).setText("Wait")
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.setEscapeButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is box.button(QMessageBox.StandardButton.Abort)

@@ -292,8 +292,9 @@ class TrainingPanel(QWidget):
         self.start_button.setEnabled(state == "idle")
         self.pause_button.setEnabled(state == "running")
         self.resume_button.setEnabled(state == "paused")
-        self.stop_button.setEnabled(state in ("running", "paused"))
-        self.stop_button.setText("Stopping…" if state == "stopping" else "Stop")
+        # While stopping, the button offers to end a run that does not stop (it asks first).
+        self.stop_button.setEnabled(state in ("running", "paused", "stopping"))
+        self.stop_button.setText("End now…" if state == "stopping" else "Stop")
         for w in self.fields.values():
             w.setEnabled(state == "idle")
         if state == "idle":

@@ -32,6 +32,8 @@ class FastSession(RunControl):
     created = 0
     resumed_flags: list[bool] = []
     snapshot_log: list[tuple[str, bool]] = []  # (out_dir, training stayed blocked)
+    ignore_stop = False  # a run that does not stop when asked: only kill() ends it
+    killed = False
 
     def __init__(self, cfg, sinks, resume: bool = False) -> None:
         super().__init__()
@@ -39,6 +41,14 @@ class FastSession(RunControl):
         self.step = 0
         type(self).created += 1
         type(self).resumed_flags.append(resume)
+
+    def kill(self) -> None:
+        """Like ProcessSession.kill: ends the run at once, with the same kind of sentence."""
+        self.killed = True
+        self.request_stop(True)
+
+    def _should_end(self) -> bool:
+        return self.killed or (self.stop_requested and not self.ignore_stop)
 
     def emit(self, ev) -> None:
         for sink in self.sinks:
@@ -69,7 +79,7 @@ class FastSession(RunControl):
             raise exc
         total = self.cfg.training.max_steps
         self.emit(Started(str(run_dir), total, 10, 1000, "cpu", "fp32", 8))
-        while self.step < total and not self.stop_requested:
+        while self.step < total and not self._should_end():
             if self.step_time_s:
                 time.sleep(self.step_time_s)
             self.step += 1
@@ -80,6 +90,11 @@ class FastSession(RunControl):
                 self.wait_while_paused()
                 if not self.stop_requested:
                     self.emit(Resumed(self.step))
+        if self.killed:
+            message = ("the training process was ended before it had stopped; the last "
+                       f"complete checkpoint in {run_dir} can be continued with Run > Resume run.")
+            self.emit(Failed(message, True))
+            raise UserError(message)
         stopped = self.stop_requested
         adapter = run_dir / "adapter" if (not stopped or self.save_on_stop) else None
         self.emit(Finished(self.step, stopped, str(adapter) if adapter else None, None, 0.0))
@@ -89,5 +104,5 @@ class FastSession(RunControl):
 def fresh_fake(**attrs) -> type[FastSession]:
     """A subclass with its own counters, so tests do not see each other's runs."""
     base = {"created": 0, "resumed_flags": [], "snapshot_log": [], "fail_with": None,
-            "step_time_s": 0.0, "snapshot_time_s": 0.0}
+            "step_time_s": 0.0, "snapshot_time_s": 0.0, "ignore_stop": False}
     return type("Fake", (FastSession,), base | attrs)

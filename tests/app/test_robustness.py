@@ -10,7 +10,7 @@ import psutil
 import pytest
 from fake_session import fresh_fake
 from gui_waits import open_model
-from PySide6.QtCore import QCoreApplication, QEvent, QThread
+from PySide6.QtCore import QCoreApplication, QEvent, Qt, QThread
 from PySide6.QtWidgets import QMessageBox
 
 import app.worker
@@ -187,3 +187,45 @@ def test_closing_during_a_real_run_saves_and_closes(qtbot, window, tmp_path):
     w.close()  # stop after this step, save; closes by itself once the thread has ended
     qtbot.waitUntil(lambda: not w.isVisible() and not w.runner.is_running(), timeout=60_000)
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_run_that_does_not_stop_can_be_ended_from_stop_or_close(qtbot, window, monkeypatch,
+                                                                  tmp_path):
+    """Stop pressed again while stopping (or the window closed again) offers to end the
+    process; ending it reports what was kept, and the app stays usable (or closes)."""
+    fake = fresh_fake(step_time_s=0.005, ignore_stop=True)
+    monkeypatch.setattr(app.worker, "TrainingSession", fake)
+    w = window()
+    w.show()
+    prepare(qtbot, w, tmp_path / "run")
+    asked: list[bool] = []
+    w.end_chooser = lambda parent: asked.append(True) or len(asked) > 1  # Wait, then End now
+    w.stop_chooser = lambda parent: "save"
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.plots.point_count("loss") > 0, timeout=10_000)
+    w.stop_action.trigger()
+    assert w.training_panel.state() == "stopping"
+    assert w.training_panel.stop_button.isEnabled()  # "End now…"
+    qtbot.wait(100)
+    w.stop_action.trigger()  # asked: Wait
+    qtbot.wait(100)
+    assert w.runner.is_running() and asked == [True]
+    with qtbot.waitSignal(w.runner.finished, timeout=10_000):
+        qtbot.mouseClick(w.training_panel.stop_button, Qt.MouseButton.LeftButton)  # End now
+    assert "ended before it had stopped" in (w.last_error or "")
+    assert w.start_action.isEnabled() and w.training_panel.state() == "idle"
+    for box in w.findChildren(QMessageBox):
+        box.close()
+
+    # closing: the first close stops; closing again while it is still stopping ends it
+    asked.clear()
+    w.end_chooser = lambda parent: asked.append(True) or True
+    w._ask_stop_on_close = lambda: True
+    w.start_action.trigger()
+    qtbot.waitUntil(lambda: w.runner.is_running() and w.plots.point_count("loss") > 0,
+                    timeout=10_000)
+    assert not w.close()  # stopping; the run ignores it
+    assert w.isVisible() and w.runner.is_running() and not asked
+    w.close()
+    qtbot.waitUntil(lambda: not w.isVisible() and not w.runner.is_running(), timeout=10_000)
+    assert asked == [True]

@@ -51,7 +51,7 @@ def test_buttons_follow_the_state_machine(panel, qtbot):
         "idle": (True, False, False, False),
         "running": (False, True, False, True),
         "paused": (False, False, True, True),
-        "stopping": (False, False, False, False),
+        "stopping": (False, False, False, True),  # "End now…"
     }
     for state, enabled in expected.items():
         panel.set_state(state)

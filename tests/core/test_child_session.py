@@ -199,3 +199,17 @@ def test_sigterm_ends_a_running_child_after_the_step_with_a_save(tmp_path):
     result = out["result"]
     assert result.stopped_early and session.returncode == 0
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_kill_ends_a_run_at_once_and_says_what_was_kept(tmp_path):
+    rec = Recorder()
+    session = ProcessSession(demo_cfg(tmp_path / "run", max_steps=100_000), [rec])
+    thread, out = run_in_thread(session)
+    rec.wait_for(Step)
+    session.kill()
+    thread.join(60)
+    error = out.get("error")
+    assert isinstance(error, UserError) and "ended before it had stopped" in error.message
+    assert str(tmp_path / "run") in error.message and "Resume run" in error.message
+    assert rec.of(Failed)[-1].message == error.message
+    assert session.returncode == -signal.SIGKILL
