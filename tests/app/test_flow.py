@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 from gui_waits import core_count, open_model, wait_loaded
 from PySide6.QtCore import QPoint, Qt
 

@@ -29,9 +29,10 @@ def test_the_step_axis_spans_the_planned_run_and_never_moves():
 def test_without_a_limit_the_step_axis_grows_a_few_times_per_decade():
     x = StickyX()
     ranges = [x.fit(0, hi) for hi in range(1, 10_001)]
-    assert all(lo <= 0 and hi <= end for (lo, end), hi in zip(ranges, range(1, 10_001)))
+    steps = range(1, 10_001)
+    assert all(lo <= 0 and hi <= end for (lo, end), hi in zip(ranges, steps, strict=True))
     assert len(set(ranges)) <= 8 * 4 + 1  # a handful per decade, not one per step
-    assert all(hi >= 2 / 3 * end for (_lo, end), hi in zip(ranges, range(1, 10_001))
+    assert all(hi >= 2 / 3 * end for (_lo, end), hi in zip(ranges, range(1, 10_001), strict=True)
                if hi >= 10)  # the curve fills at least two thirds of the width
 
 

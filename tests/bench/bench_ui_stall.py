@@ -68,7 +68,7 @@ def stats(values: list[float]) -> dict[str, float]:
 
 def worst(probe: StallProbe, phase: str, since: float, n: int = 5) -> list[tuple[float, float]]:
     pairs = ((round(t - since, 2), round(v, 1)) for t, v in
-             zip(probe.when[phase], probe.late[phase]))
+             zip(probe.when[phase], probe.late[phase], strict=True))
     return sorted(pairs, key=lambda tv: -tv[1])[:n]
 
 

@@ -69,11 +69,17 @@ def run_in_thread(session: ProcessSession) -> tuple[threading.Thread, dict]:
     return thread, out
 
 
-def test_child_trains_pauses_exports_resumes_and_finishes(tmp_path):
+def running_session(tmp_path: Path, max_steps: int = 100_000, **training):
+    """A ProcessSession running in a thread, once its first step has arrived."""
     rec = Recorder()
-    session = ProcessSession(demo_cfg(tmp_path / "run", max_steps=8), [rec])
+    session = ProcessSession(demo_cfg(tmp_path / "run", max_steps, **training), [rec])
     thread, out = run_in_thread(session)
     rec.wait_for(Step)
+    return rec, session, thread, out
+
+
+def test_child_trains_pauses_exports_resumes_and_finishes(tmp_path):
+    rec, session, thread, out = running_session(tmp_path, max_steps=8)
     session.request_pause()
     assert session.paused
     paused = rec.wait_for(Paused)
@@ -121,11 +127,7 @@ def test_a_stop_before_the_child_exists_trains_nothing(tmp_path):
 
 
 def test_a_killed_child_is_reported_in_a_sentence(tmp_path):
-    rec = Recorder()
-    session = ProcessSession(demo_cfg(tmp_path / "run", max_steps=100_000,
-                                      checkpoint_every=2), [rec])
-    thread, out = run_in_thread(session)
-    rec.wait_for(Step)
+    rec, session, thread, out = running_session(tmp_path, max_steps=100_000, checkpoint_every=2)
     while not any(e.step >= 3 for e in rec.of(Step)):
         time.sleep(0.02)
     os.killpg(session._proc.pid, signal.SIGKILL)
@@ -190,10 +192,7 @@ def test_the_hidden_cli_subcommand_runs_the_child(tmp_path):
 
 def test_sigterm_ends_a_running_child_after_the_step_with_a_save(tmp_path):
     """A system shutdown or `kill PID` must not lose the run: SIGTERM is a stop with a save."""
-    rec = Recorder()
-    session = ProcessSession(demo_cfg(tmp_path / "run", max_steps=100_000), [rec])
-    thread, out = run_in_thread(session)
-    rec.wait_for(Step)
+    rec, session, thread, out = running_session(tmp_path, max_steps=100_000)
     os.kill(session._proc.pid, signal.SIGTERM)
     thread.join(120)
     result = out["result"]
@@ -202,10 +201,7 @@ def test_sigterm_ends_a_running_child_after_the_step_with_a_save(tmp_path):
 
 
 def test_kill_ends_a_run_at_once_and_says_what_was_kept(tmp_path):
-    rec = Recorder()
-    session = ProcessSession(demo_cfg(tmp_path / "run", max_steps=100_000), [rec])
-    thread, out = run_in_thread(session)
-    rec.wait_for(Step)
+    rec, session, thread, out = running_session(tmp_path, max_steps=100_000)
     session.kill()
     thread.join(60)
     error = out.get("error")
