@@ -422,17 +422,6 @@ class BackgroundCall(QObject):
     def is_running(self) -> bool:
         return self._thread is not None
 
-    def keep_spare_process(self, enabled: bool = True) -> None:
-        """Keep a training process started in advance (torch already imported), so Start
-        begins training seconds sooner; a new spare is started after every run. Off when the
-        environment sets GRAFTLAB_PRESTART=0, and for in-process session classes."""
-        self._keep_spare = enabled and os.environ.get("GRAFTLAB_PRESTART", "1") != "0" \
-            and not _in_process(_session_class())
-        if self._keep_spare and self._thread is None:
-            prestart()
-        elif not self._keep_spare:
-            discard_spare()
-
     def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         if self._thread is not None:
             raise RuntimeError("a background call is already running")
