@@ -72,6 +72,11 @@ def _load_model(spec: str, task: str, trust: bool,
     return source, quick or build_tree(source, task, trust, num_labels)
 
 
+# Greying out the panels at Start repaints most of the window (~40 ms offscreen). It happens
+# this long after Start, so it is not in the same frame as the monitor tab's first paint.
+PANEL_LOCK_DELAY_MS = 20
+
+
 class MainWindow(RunFiles, AdapterFolders, QMainWindow):
     # made by app.actions.install_actions, each wired to one of the slots below
     open_model_action: QAction
@@ -121,6 +126,12 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         self.last_snapshot: list[tuple[Path, int]] = []  # files of the last "export current"
         self._live_run_dir: str | None = None
         self._paused_step = 0
+        # The plots' first paint, done while idle (again once a resize has settled); created
+        # before the widgets, whose construction already sends resize events.
+        self._warm_timer = QTimer(self)
+        self._warm_timer.setSingleShot(True)
+        self._warm_timer.setInterval(1500)
+        self._warm_timer.timeout.connect(self._warm_monitor)
 
         self._build_panels(probe_device)
         self._build_layout()
@@ -133,11 +144,6 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
             QTimer.singleShot(0, self._open_initial_run)
         # A training process with torch imported, ready for Start (GRAFTLAB_PRESTART=0: none)
         QTimer.singleShot(4000, self.runner.keep_spare_process)
-        # The plots' first paint, done while idle (again after the window is resized)
-        self._warm_timer = QTimer(self)
-        self._warm_timer.setSingleShot(True)
-        self._warm_timer.setInterval(1500)
-        self._warm_timer.timeout.connect(self._warm_monitor)
         self._warm_timer.start()
 
     @Slot()
@@ -148,12 +154,14 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         if current is self.monitor_split or not self.isVisible():
             return
         self.monitor_split.setGeometry(current.geometry())
+        steps = self.training_panel.fields["max_steps"].value()
+        if steps > 0 and self.plots.point_count("loss") == 0:  # a new run will span 0..steps
+            self.plots.expect_steps(0, steps)
         self.plots.warm_up()
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
-        if hasattr(self, "_warm_timer"):
-            self._warm_timer.start()  # once the resizing has settled
+        self._warm_timer.start()  # restarted on every resize: fires once it has settled
 
     # ---- construction ---------------------------------------------------------------------
     def _build_panels(self, probe_device: bool) -> None:
@@ -245,6 +253,8 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         self.layer_tree.status.connect(self._show_status)
         self.adapter_panel.settings_changed.connect(self._on_adapter_settings)
         self.training_panel.start_requested.connect(self.start_training)
+        # a new step count: warm the plots again with the run's step axis (see _warm_monitor)
+        self.training_panel.fields["max_steps"].valueChanged.connect(self._warm_timer.start)
         self.training_panel.pause_requested.connect(self.pause_training)
         self.training_panel.resume_requested.connect(self.resume_training)
         self.training_panel.stop_requested.connect(self._on_stop_requested)
@@ -511,8 +521,10 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         self.ask_and_stop()
 
     def _set_running(self, running: bool) -> None:
-        for w in (self.layer_tree, self.adapter_panel, self.data_panel, self.model_panel):
-            w.setEnabled(not running)
+        if running:  # greying the panels repaints most of the window: one frame after Start's
+            QTimer.singleShot(PANEL_LOCK_DELAY_MS, self._lock_panels_while_running)
+        else:
+            self._lock_panels_while_running()
         for a in (self.open_model_action, self.open_config_action, self.open_cache_action,
                   self.open_run_action, self.start_action, self.resume_run_action):
             a.setEnabled(not running)
@@ -522,6 +534,14 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         self.run_progress.setVisible(running)
         if not running:
             self.eta_label.setText("")
+
+    @Slot()
+    def _lock_panels_while_running(self) -> None:
+        """The model, tree, adapter and data panels are read-only while a run is in progress
+        (Start and the open actions are disabled at once, by `_set_running`)."""
+        running = self.runner.is_running()
+        for w in (self.layer_tree, self.adapter_panel, self.data_panel, self.model_panel):
+            w.setEnabled(not running)
 
     @Slot(object)
     def _on_run_events(self, batch: list[Any]) -> None:

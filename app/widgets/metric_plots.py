@@ -59,6 +59,7 @@ _PLOTS: dict[str, tuple[tuple[str, ...], str, int, int, tuple[int, int] | None]]
     "params": (("Trainable parameters", "Trainable"), "", 2, 1, None),
 }
 TITLE_SIZE_PT = 9
+EDGE_MARGIN = 0.03  # room beyond a plot's data range on each side, as a fraction of it
 
 
 class _Axis(pg.AxisItem):
@@ -115,6 +116,13 @@ def human_count(n: float, spacing: float = 0.0) -> str:
     return f"{n:.0f}"
 
 
+def with_margin(lo: float, hi: float) -> tuple[float, float]:
+    """A range with EDGE_MARGIN room each side (the views' own padding is off: it depends on
+    their size), so the end ticks and their labels stay inside the plot."""
+    room = (hi - lo) * EDGE_MARGIN
+    return lo - room, hi + room
+
+
 class _Curve(pg.PlotDataItem):
     """A curve that is handed a decimation of its series, and reports bounds that rarely move.
 
@@ -144,8 +152,8 @@ class _Curve(pg.PlotDataItem):
         if ax == 0:
             if self.x_limit is not None and self.x_start is not None:
                 lo = min(lo, self.x_start)  # every curve of the run: the same step axis
-            return self._sticky_x.fit(lo, hi, self.x_limit)
-        return self._sticky_y.fit(lo, hi)
+            return with_margin(*self._sticky_x.fit(lo, hi, self.x_limit))
+        return with_margin(*self._sticky_y.fit(lo, hi))
 
     def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
         # Padding in pixels becomes padding in data units that depends on the range: each
@@ -185,6 +193,10 @@ class MetricPlots(QWidget):
             # the whole array on every update. `_draw` hands curves the visible part, decimated.
             item.setMenuEnabled(True)
             item.showGrid(x=True, y=True, alpha=0.15)
+            # No automatic padding: pyqtgraph's depends on the view's size, so a range set
+            # while the plots are hidden would change again once they are shown (rebuilding
+            # every step axis). The sticky ranges already leave room around the data.
+            item.getViewBox().setDefaultPadding(0.0)
             item.setLabel("left", label)
             item.getAxis("left").setWidth(64)  # same width everywhere: linked x axes line up
             for side in ("left", "bottom"):
@@ -284,6 +296,14 @@ class MetricPlots(QWidget):
                 self._draw(key)
         if self._dirty:
             self._stagger.start()
+
+    def expect_steps(self, first: float, last: float) -> None:
+        """Show steps `first`..`last` on the (linked) step axis. Rebuilding the six step axes
+        takes ~50 ms, so a window that knows the next run's length sets it while idle, and the
+        run's `Started` event then finds the axis already right."""
+        if first < last:
+            self.plots["loss"].getPlotItem().getViewBox().setRange(
+                xRange=with_margin(first, last), padding=0.0, disableAutoRange=False)
 
     def warm_up(self, interval_ms: int = 20) -> None:
         """Paint each plot once, offscreen, one per `interval_ms` (call while hidden, at the size
@@ -408,9 +428,8 @@ class MetricPlots(QWidget):
         # The step axis spans the run from now on (see StickyX): set it before the first step
         # arrives, so the first redraw does not also rebuild the ticks of every plot.
         limit, start = self._run_steps()
-        if limit is not None and start is not None and start < limit:
-            self.plots["loss"].getPlotItem().getViewBox().setRange(
-                xRange=(start, limit), disableAutoRange=False)
+        if limit is not None and start is not None:
+            self.expect_steps(start, limit)
         share = f" ({100.0 * ev.trainable_params / ev.base_params:.2g} %)" if ev.base_params else ""
         trainable, base = human_count(ev.trainable_params), human_count(ev.base_params)
         self._titles["params"] = (f"Trainable parameters: {trainable} of {base}{share}",
