@@ -11,10 +11,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Positional arguments may name a run.yaml, a model folder / config.json or a data file to open.
     """
+    from graftlab.app.settings import APPLICATION, ORGANIZATION
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
-
-    from app.settings import APPLICATION, ORGANIZATION
 
     args = list(sys.argv[1:] if argv is None else argv)
     app = QApplication.instance() or QApplication([sys.argv[0], *args])
@@ -22,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName("Graftlab")
     app.setDesktopFileName("io.graftlab.Graftlab")  # matches the installed desktop entry
-    from app.desktop_install import icon_path
+    from graftlab.app.desktop_install import icon_path
 
     if icon_path().is_file():
         app.setWindowIcon(QIcon(str(icon_path())))
@@ -30,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     # of this one; a 1 ms GIL switch interval (default 5 ms) keeps the UI's share larger.
     sys.setswitchinterval(0.001)
 
-    from app.main_window import MainWindow
+    from graftlab.app.windows.main_window import MainWindow
 
     paths = [a for a in args if not a.startswith("-")]
     window = MainWindow(open_demo=not paths)

@@ -9,10 +9,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from graftlab.core.errors import UserError
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMessageBox, QWidget
-
-from core.errors import UserError
 
 log = logging.getLogger("graftlab.app")
 F = TypeVar("F", bound=Callable[..., Any])

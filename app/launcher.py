@@ -1,7 +1,7 @@
 """The `graftlab` command: the desktop app without arguments, the headless CLI with them.
 
 It lives in `app` because only `app` may import the GUI; the subcommands go straight to
-`core.cli` and never import Qt (`app/__init__.py` imports nothing).
+`graftlab.core.cli` and never import Qt (`app/__init__.py` imports nothing).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def _install_desktop(argv: list[str]) -> int:
                                      description="Add Graftlab to your desktop's app menu.")
     parser.add_argument("--prefix", help="data folder (default ~/.local/share)")
     args = parser.parse_args(argv)
-    from app.desktop_install import install
+    from graftlab.app.desktop_install import install
 
     for path in install(args.prefix):
         print(path)
@@ -26,12 +26,12 @@ def _install_desktop(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
-        from app.__main__ import main as gui_main
+        from graftlab.app.__main__ import main as gui_main
 
         return gui_main([])
     if args[0] == "install-desktop":
         return _install_desktop(args[1:])
-    from core.cli import main as cli_main
+    from graftlab.core.cli import main as cli_main
 
     return cli_main(args)
 

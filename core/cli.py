@@ -16,8 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from core.errors import UserError
-from core.events import Event, Finished, Message, Started, Step
+from graftlab.core.errors import UserError
+from graftlab.core.train.events import Event, Finished, Message, Started, Step
 
 
 def _setup_env() -> None:
@@ -67,8 +67,8 @@ class ProgressPrinter:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core.config import RunConfig, validate
-    from core.session import TrainingSession
+    from graftlab.core.config import RunConfig, validate
+    from graftlab.core.train.session import TrainingSession
 
     if args.resume:
         from pathlib import Path
@@ -111,8 +111,8 @@ def _run_session(session: Any) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from core.module_tree import build_tree
-    from core.shape_tree import quick_tree
+    from graftlab.core.model.module_tree import build_tree
+    from graftlab.core.model.shape_tree import quick_tree
 
     # Llama-family configs need no torch (~3 s of imports on 2 cores); others build the skeleton.
     tree = quick_tree(args.model, args.task, args.trust_remote_code) or build_tree(
@@ -138,8 +138,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_adapter_info(args: argparse.Namespace) -> int:
-    from core.adapter_info import compare_adapters, read_adapter
-    from core.compat import check_adapter
+    from graftlab.core.adapter.compat import check_adapter
+    from graftlab.core.adapter.info import compare_adapters, read_adapter
 
     info = read_adapter(args.adapter)
     issues = check_adapter(info)
@@ -175,7 +175,7 @@ def cmd_adapter_info(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from core.export import export_merged
+    from graftlab.core.adapter.export import export_merged
 
     files = export_merged(args.base, args.adapter, args.output, args.task,
                           args.trust_remote_code)
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_env()
     if argv[:1] == ["_session"]:  # hidden: the GUI's training process (frozen builds)
-        from core.child_session import child_main
+        from graftlab.core.process.child import child_main
 
         return child_main()
     parser = build_parser()

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from core.atomic import atomic_write_text
-from core.errors import UserError
+from graftlab.core.atomic import atomic_write_text
+from graftlab.core.errors import UserError
 
 TASKS = ("auto", "causal-lm", "sequence-classification")
 VARIANTS = ("lora", "rslora", "dora")

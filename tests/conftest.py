@@ -35,7 +35,7 @@ def _graftlab_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Folders of tiny random models: llama, gpt2, qwen2 (causal LM) and bert (classifier)."""
-    from core.demo import save_tiny_model
+    from graftlab.core.model.demo import save_tiny_model
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {

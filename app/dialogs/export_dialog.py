@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from graftlab.app.run.worker import BackgroundCall
+from graftlab.core.errors import UserError
 from PySide6.QtCore import Qt, QUrl, Slot
 from PySide6.QtGui import QCloseEvent, QDesktopServices
 from PySide6.QtWidgets import (
@@ -32,19 +34,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.worker import BackgroundCall
-from core.errors import UserError
-
 KINDS = ("adapter", "merged")
 
 
 def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
                out_dir: str) -> tuple[list[tuple[Path, int]], list[Any]]:
-    """Called in the background thread; imports core.export (and torch, for a merge) there.
+    """Called in the background thread; imports graftlab.core.adapter.export (and torch, for a merge) there.
 
     Returns the written files and the compatibility findings for the adapter.
     """
-    from core.export import export_adapter, export_merged
+    from graftlab.core.adapter.export import export_adapter, export_merged
 
     findings = compat_findings(adapter_dir) if kind == "adapter" else []
     if kind == "merged":
@@ -54,8 +53,8 @@ def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
 
 def compat_findings(adapter_dir: str) -> list[Any]:
     """Compatibility findings for the adapter about to be exported (runs off the GUI thread)."""
-    from core.adapter_info import read_adapter
-    from core.compat import check_adapter
+    from graftlab.core.adapter.compat import check_adapter
+    from graftlab.core.adapter.info import read_adapter
 
     return check_adapter(read_adapter(adapter_dir))
 

@@ -1,6 +1,6 @@
 """Resume a run: the resumable run folders (complete checkpoints) with progress and date.
 
-Scanning verifies each checkpoint's SHA-256 marker (core.checkpoints), which reads every file of
+Scanning verifies each checkpoint's SHA-256 marker (graftlab.core.train.checkpoints), which reads every file of
 it, so the scan runs off the GUI thread. A run that reached max_steps and saved its adapter is
 listed but cannot be chosen.
 """
@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from graftlab.app.run.worker import BackgroundCall
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -29,8 +30,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.worker import BackgroundCall
-
 COLUMNS = ("Run folder", "Progress", "Last checkpoint", "State")
 
 
@@ -46,7 +45,7 @@ class RunRow:
 def completed(run_dir: Path) -> bool:
     """True when metrics.jsonl ends with a `finished` event of a run that was not stopped.
 
-    core.checkpoints.list_resumable calls a run finished only when its last checkpoint is at
+    graftlab.core.train.checkpoints.list_resumable calls a run finished only when its last checkpoint is at
     max_steps, but a run that trains to the end writes no final checkpoint.
     """
     path = run_dir / "metrics.jsonl"
@@ -67,7 +66,7 @@ def completed(run_dir: Path) -> bool:
 
 def scan_runs(roots: list[str]) -> list[RunRow]:
     """Resumable runs under each root (and each root itself), newest first; background thread."""
-    from core.checkpoints import list_resumable
+    from graftlab.core.train.checkpoints import list_resumable
 
     seen: set[Path] = set()
     rows: list[RunRow] = []

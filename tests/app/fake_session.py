@@ -1,4 +1,4 @@
-"""A fast scripted stand-in for core.session.TrainingSession (monkeypatched into app.worker).
+"""A fast scripted stand-in for graftlab.core.train.session.TrainingSession (monkeypatched into graftlab.app.run.worker).
 
 It honours pause/resume/stop like the real session: `Paused` right before it blocks, `Resumed`
 right after, a checkpoint-free `Finished` at the end. `snapshot_adapter` writes a small file and
@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import UserError
-from core.events import Failed, Finished, Paused, Resumed, Started, Step
-from core.run_control import RunControl
+from graftlab.core.errors import UserError
+from graftlab.core.train.events import Failed, Finished, Paused, Resumed, Started, Step
+from graftlab.core.train.lifecycle import RunControl
 
 
 @dataclass

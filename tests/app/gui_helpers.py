@@ -17,7 +17,7 @@ def qsettings(tmp_path):
 
 @pytest.fixture
 def make_window(qtbot, qsettings):
-    from app.main_window import MainWindow
+    from graftlab.app.windows.main_window import MainWindow
 
     def make(open_demo: bool = False, settings: QSettings | None = None) -> MainWindow:
         w = MainWindow(settings if settings is not None else qsettings, open_demo=open_demo,
@@ -42,6 +42,6 @@ def llama70b_config(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_tree():
-    from core.module_tree import build_tree
+    from graftlab.core.model.module_tree import build_tree
 
     return build_tree("demo:tiny-llama")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.config import AdapterConfig
-from core.selection import plan_adapter
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import AdapterConfig
 
 LOAD_TIMEOUT_MS = 60_000
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from graftlab.app.panels.adapter_panel import AdapterPanel
 from gui_waits import core_count, open_model
 from PySide6.QtCore import Qt
-
-from app.widgets.adapter_panel import AdapterPanel
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window, 70B config
 

@@ -3,7 +3,7 @@
 Reuses tests/core/test_bad_inputs.py (its CASES and its module-scoped `corpus` fixture). For each
 `train` case: the case writes its run.yaml, the window opens it (errors in run.yaml itself show
 on open), Start is pressed, and once the runner is done the core's sentence (from
-`core.cli.main` on the same argv) must be in a visible widget of the window; nothing is written
+`graftlab.core.cli.main` on the same argv) must be in a visible widget of the window; nothing is written
 and the app stays usable.
 """
 
@@ -17,9 +17,8 @@ from PySide6.QtWidgets import QLabel, QMessageBox
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
 
+from graftlab.core.cli import main  # noqa: E402
 from test_bad_inputs import CASES, corpus  # noqa: E402, F401 - `corpus` registers the fixture
-
-from core.cli import main  # noqa: E402
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window
 
@@ -28,7 +27,7 @@ TRAIN_CASES = [name for name, (make_argv, _n) in CASES.items()
                if "merge" not in make_argv.__code__.co_consts]
 SETTINGS_FILE = "graftlab-test.ini"  # the window's throwaway QSettings live in tmp_path
 # The window refuses a structure-only config.json itself, before the core is asked, with its
-# own sentence ("holds no weights (structure only)") instead of core.session.check_weights'.
+# own sentence ("holds no weights (structure only)") instead of graftlab.core.model.loading.check_weights'.
 
 
 def listing(root: Path) -> list[Path]:
@@ -57,10 +56,10 @@ def _in_process_sessions(monkeypatch):
     process), so the 30-odd cases do not each start a training process and import torch.
     The child process carries a UserError's sentence and field unchanged: that is tested on
     its own in tests/core/test_child_session.py and, in the window, by test_flow/test_worker."""
-    import app.worker
-    from core.session import TrainingSession
+    import graftlab.app.run.worker
+    from graftlab.core.train.session import TrainingSession
 
-    monkeypatch.setattr(app.worker, "TrainingSession", TrainingSession)
+    monkeypatch.setattr(graftlab.app.run.worker, "TrainingSession", TrainingSession)
 
 
 @pytest.mark.parametrize("case", TRAIN_CASES)

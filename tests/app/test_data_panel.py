@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from app.widgets.data_panel import DataPanel, tokens_html
-from core.config import DataConfig
-from core.demo import demo_model_path
+from graftlab.app.panels.data_panel import DataPanel, tokens_html
+from graftlab.core.config import DataConfig
+from graftlab.core.model.demo import demo_model_path
 
 
 def _panel(qtbot) -> DataPanel:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from app.widgets.decimate import FACTOR, PeakSeries
+from graftlab.app.plots.decimate import FACTOR, PeakSeries
 
 
 def brute_level(y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,11 @@
-"""app.drops: the drags both windows accept, and what a dropped path opens."""
+"""graftlab.app.windows.drops: the drags both windows accept, and what a dropped path opens."""
 
 from __future__ import annotations
 
 import pytest
+from graftlab.app.windows.drops import accept_local_files, drop_kind, dropped_paths, local_paths
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-
-from app.drops import accept_local_files, drop_kind, dropped_paths, local_paths
 
 pytest_plugins = ["gui_helpers"]  # fixtures: make_window
 
@@ -66,7 +65,7 @@ def test_dropped_paths_keep_their_order(qapp, tmp_path):
 
 
 def test_both_windows_accept_the_same_drags(qtbot, make_window, tmp_path):
-    from app.dialogs.inspector_window import InspectorWindow
+    from graftlab.app.windows.inspector_window import InspectorWindow
 
     inspector = InspectorWindow()
     qtbot.addWidget(inspector)

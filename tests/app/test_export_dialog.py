@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import graftlab.app.dialogs.export_dialog as export_dialog
 import pytest
+from graftlab.app.dialogs.export_dialog import ExportDialog, human_size
+from graftlab.core.config import RunConfig
+from graftlab.core.errors import UserError
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QDesktopServices
-
-import app.dialogs.export_dialog as export_dialog
-from app.dialogs.export_dialog import ExportDialog, human_size
-from core.config import RunConfig
-from core.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from core.session import TrainingSession
+    from graftlab.core.train.session import TrainingSession
 
     cfg = RunConfig()
     cfg.model.source = "demo:tiny-llama"

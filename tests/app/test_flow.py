@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import graftlab.app.run.worker
+from graftlab.app.dialogs.export_dialog import ExportDialog
+from graftlab.app.dialogs.stop_dialog import SAVE
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import DataConfig, RunConfig
+from graftlab.core.model.demo import demo_model_path
+from graftlab.core.train.events import Paused, Started, Step
 from gui_waits import core_count, open_model, wait_loaded
 from PySide6.QtCore import QPoint, Qt
-
-import app.worker
-from app.dialogs.export_dialog import ExportDialog
-from app.dialogs.stop_dialog import SAVE
-from core.config import DataConfig, RunConfig
-from core.demo import demo_model_path
-from core.events import Paused, Started, Step
-from core.selection import plan_adapter
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window
 
@@ -95,7 +94,7 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
         w.grab().save(str(Path(shots) / "window-before.png"))
 
     # Start (the real runner: training in a child process); the plots fill
-    assert app.worker.TrainingSession is None
+    assert graftlab.app.run.worker.TrainingSession is None
     batches: list = []
     results: list = []
     w.runner.events.connect(batches.append)
@@ -156,10 +155,9 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
     # The training process wrote that model's weights twice more at the stop: the Trainer's
     # own checkpoint and the run's adapter folder. All three must agree exactly.
     import torch
+    from graftlab.core.train.checkpoints import latest_checkpoint
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    from core.checkpoints import latest_checkpoint
 
     def peft_logits(adapter_dir) -> torch.Tensor:
         base = AutoModelForCausalLM.from_pretrained(demo_model_path("tiny-llama"))

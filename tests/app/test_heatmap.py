@@ -7,16 +7,15 @@ import time
 
 import numpy as np
 import pytest
+from graftlab.app.panels.heatmap_panel import HeatmapPanel
+from graftlab.app.plots.heatmap import format_value
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import AdapterConfig, Override
+from graftlab.core.model.module_tree import build_tree
+from graftlab.core.train.events import Finished, JsonlSink, Started, Step, UpdateNorms
 from gui_waits import open_model
 from PySide6.QtCore import QItemSelectionModel, QPoint, Qt
 from PySide6.QtGui import QColor
-
-from app.widgets.heatmap import format_value
-from app.widgets.heatmap_panel import HeatmapPanel
-from core.config import AdapterConfig, Override
-from core.events import Finished, JsonlSink, Started, Step, UpdateNorms
-from core.module_tree import build_tree
-from core.selection import plan_adapter
 
 pytest_plugins = ["gui_helpers"]  # fixtures: make_window, llama70b_config
 

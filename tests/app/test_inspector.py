@@ -7,11 +7,10 @@ import warnings
 
 import pytest
 import torch
+from graftlab.app.windows.inspector_window import InspectorWindow
+from graftlab.core.adapter.info import read_adapter
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-
-from app.dialogs.inspector_window import InspectorWindow
-from core.adapter_info import read_adapter
 
 pytest_plugins = ["gui_helpers"]  # fixtures: make_window
 READ_MS = 60_000
@@ -19,10 +18,9 @@ READ_MS = 60_000
 
 def save_peft(out, arch="llama", layers=2, seed=0, **kw):
     """get_peft_model + save_pretrained on a tiny model, with random non-zero B."""
+    from graftlab.core.model.demo import build_config
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from core.demo import build_config
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_config(build_config(arch, 128, {"layers": layers}))
@@ -54,8 +52,8 @@ def adapters(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_adapter(tmp_path_factory):
     """A Graftlab run: 3 steps of TrainingSession on demo:tiny-llama with demo:stories."""
-    from core.config import RunConfig
-    from core.session import TrainingSession
+    from graftlab.core.config import RunConfig
+    from graftlab.core.train.session import TrainingSession
 
     cfg = RunConfig()
     cfg.model.source = "demo:tiny-llama"

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 
+from graftlab.app.panels.layer_tree import LayerTreeWidget
+from graftlab.app.panels.tree_model import ALPHA, NAME, RANK, TRAINABLE
+from graftlab.app.run.run_state import adapter_config
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import AdapterConfig, Override
+from graftlab.core.model.module_tree import build_tree
 from PySide6.QtCore import QItemSelectionModel, QPoint, Qt
-
-from app.run_state import adapter_config
-from app.tree_model import ALPHA, NAME, RANK, TRAINABLE
-from app.widgets.layer_tree import LayerTreeWidget
-from core.config import AdapterConfig, Override
-from core.module_tree import build_tree
-from core.selection import plan_adapter
 
 Q = "model.layers.1.self_attn.q_proj"
 

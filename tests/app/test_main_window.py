@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 
+from graftlab.app.__main__ import main  # noqa: F401 - importable entry point
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import AdapterConfig
 from gui_waits import core_count, open_model, wait_loaded
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication
-
-from app.__main__ import main  # noqa: F401 - importable entry point
-from core.config import AdapterConfig
-from core.selection import plan_adapter
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window, 70B config
 
@@ -76,7 +75,7 @@ def test_last_run_is_restored_on_the_next_start(qtbot, make_window, qsettings):
 
 
 def test_drop_of_a_data_file_and_a_model_folder(qtbot, make_window, write_jsonl):
-    from core.demo import demo_model_path
+    from graftlab.core.model.demo import demo_model_path
 
     w = make_window()
     w.show()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import graftlab.core.train.memory_estimate as memory_estimate
 import pytest
+from graftlab.app.panels.memory_panel import MemoryInputs, MemoryPanel
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import AdapterConfig, TrainingConfig
+from graftlab.core.train.memory_estimate import estimate_memory
 from gui_waits import open_model
-
-import core.memory_estimate as memory_estimate
-from app.widgets.memory_panel import MemoryInputs, MemoryPanel
-from core.config import AdapterConfig, TrainingConfig
-from core.memory_estimate import estimate_memory
-from core.selection import plan_adapter
 
 pytest_plugins = ["gui_helpers"]  # fixtures: make_window, demo_tree
 GiB = 2**30

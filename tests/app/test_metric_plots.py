@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graftlab.app.plots.metric_plots import MetricPlots
+from graftlab.core.train.events import Eval, Started, Step
 from PySide6.QtGui import QColor, QPalette
-
-from app.widgets.metric_plots import MetricPlots
-from core.events import Eval, Started, Step
 
 N = 1_000_000
 
@@ -212,9 +211,8 @@ def test_grid_drawn_as_filled_rows_matches_pyqtgraphs_lines(plots, monkeypatch):
     """The axes fill grid lines instead of stroking them (much faster for translucent lines);
     the picture must stay the same but for line ends at the edge of a plot's view box."""
     import pyqtgraph as pg
+    from graftlab.app.plots import metric_plots
     from PySide6.QtGui import QImage
-
-    from app.widgets import metric_plots
 
     plots.append_events([step(i, loss=2.0 + np.sin(i / 30)) for i in range(1, 400)])
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.widgets.model_panel import ModelPanel
-from core.config import ModelConfig
+from graftlab.app.panels.model_panel import ModelPanel
+from graftlab.core.config import ModelConfig
 
 
 def test_remote_code_opt_in_shows_a_warning(qtbot):

@@ -12,9 +12,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
-from app import desktop_install
-from app.desktop_install import APP_ID, command_for_exec, desktop_entry, install, uninstall
+from graftlab.app import desktop_install
+from graftlab.app.desktop_install import APP_ID, command_for_exec, desktop_entry, install, uninstall
 
 ROOT = Path(__file__).resolve().parents[2]
 DESKTOP = ROOT / "packaging" / "graftlab.desktop"
@@ -113,7 +112,7 @@ def test_install_desktop_into_a_prefix(tmp_path):
 
 
 def test_the_installed_command_starts_the_app_module():
-    out = subprocess.run([sys.executable, "-c", "import app.__main__ as m; print(m.main)"],
+    out = subprocess.run([sys.executable, "-c", "import graftlab.app.__main__ as m; print(m.main)"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
 

@@ -8,9 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
-from app.widgets.metric_plots import MetricPlots, human_count
-from core.events import Eval, JsonlSink, Message, Started, Step, read_metrics
+from graftlab.app.plots.metric_plots import MetricPlots, human_count
+from graftlab.core.train.events import Eval, JsonlSink, Message, Started, Step, read_metrics
 
 
 def step(i: int, loss: float = 1.0, grad: float | None = 0.5, gpu: float | None = None) -> Step:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import time
 
+import graftlab.app.run.worker
 import pytest
 from fake_session import fresh_fake
+from graftlab.app.dialogs.stop_dialog import CANCEL, DISCARD, SAVE, choice_of, stop_box
+from graftlab.core.config import DataConfig, TrainingConfig
+from graftlab.core.train.checkpoints import latest_checkpoint
+from graftlab.core.train.events import Paused, Step, read_metrics
 from gui_waits import open_model, wait_loaded
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
-
-import app.worker
-from app.dialogs.stop_dialog import CANCEL, DISCARD, SAVE, choice_of, stop_box
-from core.checkpoints import latest_checkpoint
-from core.config import DataConfig, TrainingConfig
-from core.events import Paused, Step, read_metrics
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window
 
@@ -127,7 +126,7 @@ def test_stop_question_defaults_to_save_and_says_the_run_stays_resumable(qtbot):
 @pytest.fixture
 def fake(monkeypatch):
     cls = fresh_fake(step_time_s=0.002)
-    monkeypatch.setattr(app.worker, "TrainingSession", cls)
+    monkeypatch.setattr(graftlab.app.run.worker, "TrainingSession", cls)
     return cls
 
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 import gc
 import threading
 
+import graftlab.app.run.worker
 import psutil
 import pytest
 from fake_session import fresh_fake
+from graftlab.app.run.worker import TrainingRunner
+from graftlab.core.config import DataConfig, RunConfig, TrainingConfig
+from graftlab.core.train.events import Step
 from gui_waits import open_model
 from PySide6.QtCore import QCoreApplication, QEvent, Qt, QThread
 from PySide6.QtWidgets import QMessageBox
-
-import app.worker
-from app.worker import TrainingRunner
-from core.config import DataConfig, RunConfig, TrainingConfig
-from core.events import Step
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window
 
@@ -80,7 +79,7 @@ def runner(qtbot):
 
 def test_fifty_start_stop_cycles_leak_no_threads_or_memory(qtbot, runner, monkeypatch,
                                                            tmp_path, capsys):
-    monkeypatch.setattr(app.worker, "TrainingSession", fresh_fake(step_time_s=0.0005))
+    monkeypatch.setattr(graftlab.app.run.worker, "TrainingSession", fresh_fake(step_time_s=0.0005))
     cfg = demo_cfg(tmp_path / "run", max_steps=1_000_000)
     for _ in range(3):  # warm-up: first-use allocations are not leaks
         cycle(qtbot, runner, cfg, runner.steps, save=True)
@@ -135,7 +134,7 @@ def prepare(qtbot, w, out_dir) -> None:
 
 def test_a_worker_exception_never_takes_the_app_down(qtbot, window, monkeypatch, tmp_path):
     fake = fresh_fake(fail_with=RuntimeError("kaboom"), step_time_s=0.001)
-    monkeypatch.setattr(app.worker, "TrainingSession", fake)
+    monkeypatch.setattr(graftlab.app.run.worker, "TrainingSession", fake)
     w = window()
     w.show()
     prepare(qtbot, w, tmp_path / "run")
@@ -159,7 +158,7 @@ def test_a_worker_exception_never_takes_the_app_down(qtbot, window, monkeypatch,
 
 def test_closing_during_a_run_cancel_then_stop_and_save(qtbot, window, monkeypatch, tmp_path):
     fake = fresh_fake(step_time_s=0.002)
-    monkeypatch.setattr(app.worker, "TrainingSession", fake)
+    monkeypatch.setattr(graftlab.app.run.worker, "TrainingSession", fake)
     w = window()
     w.show()
     prepare(qtbot, w, tmp_path / "run")
@@ -194,7 +193,7 @@ def test_a_run_that_does_not_stop_can_be_ended_from_stop_or_close(qtbot, window,
     """Stop pressed again while stopping (or the window closed again) offers to end the
     process; ending it reports what was kept, and the app stays usable (or closes)."""
     fake = fresh_fake(step_time_s=0.005, ignore_stop=True)
-    monkeypatch.setattr(app.worker, "TrainingSession", fake)
+    monkeypatch.setattr(graftlab.app.run.worker, "TrainingSession", fake)
     w = window()
     w.show()
     prepare(qtbot, w, tmp_path / "run")

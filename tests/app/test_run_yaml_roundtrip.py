@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from graftlab.app.run.run_state import AdapterState, adapter_config, adapter_state
+from graftlab.core.config import AdapterConfig, DataConfig, Override, RunConfig, TrainingConfig
 from gui_waits import open_model, wait_loaded
-
-from app.run_state import AdapterState, adapter_config, adapter_state
-from core.config import AdapterConfig, DataConfig, Override, RunConfig, TrainingConfig
 
 Q0 = "model.layers.0.self_attn.q_proj"
 V3 = "model.layers.3.self_attn.v_proj"

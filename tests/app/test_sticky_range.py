@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from app.widgets.sticky_range import StickyX, StickyY, nice_ceil, nice_step
+from graftlab.app.plots.sticky_range import StickyX, StickyY, nice_ceil, nice_step
 
 
 @pytest.mark.parametrize(("value", "expected"), [(1, 1), (1.2, 1.5), (7, 7.5), (8, 10),

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from graftlab.app.panels.log_view import LogView
+from graftlab.app.panels.training_panel import TrainingPanel, field_docs, format_eta
+from graftlab.core.config import TrainingConfig
+from graftlab.core.train.events import Checkpoint, Failed, Finished, Message, Paused, Started, Step
 from PySide6.QtCore import Qt
-
-from app.widgets.log_view import LogView
-from app.widgets.training_panel import TrainingPanel, field_docs, format_eta
-from core.config import TrainingConfig
-from core.events import Checkpoint, Failed, Finished, Message, Paused, Started, Step
 
 
 @pytest.fixture

@@ -8,17 +8,16 @@ import threading
 import time
 from pathlib import Path
 
+import graftlab.app.run.worker
 import pytest
+from graftlab.app.plots.metric_plots import MetricPlots
+from graftlab.app.run.worker import BackgroundCall, TrainingRunner
+from graftlab.core.config import RunConfig
+from graftlab.core.errors import UserError
+from graftlab.core.train.events import Failed, Finished, Paused, Resumed, Started, Step
+from graftlab.core.train.lifecycle import RunControl
 from PySide6.QtCore import QObject, Slot
 from PySide6.QtWidgets import QLabel, QPushButton
-
-import app.worker
-from app.widgets.metric_plots import MetricPlots
-from app.worker import BackgroundCall, TrainingRunner
-from core.config import RunConfig
-from core.errors import UserError
-from core.events import Failed, Finished, Paused, Resumed, Started, Step
-from core.run_control import RunControl
 
 
 def demo_cfg(tmp_path: Path, max_steps: int = 5) -> RunConfig:
@@ -88,7 +87,7 @@ def runner(qtbot):
 @pytest.fixture
 def fake(monkeypatch):
     cls = type("Fake", (FakeSession,), {"threads": [], "step_time_s": 0.0, "fail_with": None})
-    monkeypatch.setattr(app.worker, "TrainingSession", cls)
+    monkeypatch.setattr(graftlab.app.run.worker, "TrainingSession", cls)
     return cls
 
 
@@ -287,8 +286,8 @@ def test_background_call_returns_result_or_exception(qtbot):
 
 def test_gui_modules_do_not_import_torch():
     code = ("import sys\n"
-            "import app.worker, app.widgets.metric_plots, app.widgets.training_panel\n"
-            "import app.widgets.log_view, app.dialogs.export_dialog\n"
+            "import graftlab.app.run.worker, graftlab.app.plots.metric_plots, graftlab.app.panels.training_panel\n"
+            "import graftlab.app.panels.log_view, graftlab.app.dialogs.export_dialog\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
@@ -297,7 +296,7 @@ def test_gui_modules_do_not_import_torch():
 def test_a_run_takes_the_spare_process_started_in_advance(qtbot, monkeypatch, tmp_path):
     """keep_spare_process(): torch is imported before Start; the run uses that process and a
     new spare is started for the next run."""
-    import core.child_session as child_session
+    import graftlab.core.process.child as child_session
 
     monkeypatch.setenv("GRAFTLAB_PRESTART", "1")
     runner = TrainingRunner()

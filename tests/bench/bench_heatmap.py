@@ -39,13 +39,12 @@ def main() -> None:
     parser.add_argument("--size", default="640x900")
     args = parser.parse_args()
     app = QApplication.instance() or QApplication([])
+    from graftlab.app.panels.heatmap_panel import HeatmapPanel
+    from graftlab.core.adapter.plan import plan_adapter
+    from graftlab.core.config import AdapterConfig
+    from graftlab.core.model.module_tree import build_tree
+    from graftlab.core.train.events import UpdateNorms
     from transformers import LlamaConfig
-
-    from app.widgets.heatmap_panel import HeatmapPanel
-    from core.config import AdapterConfig
-    from core.events import UpdateNorms
-    from core.module_tree import build_tree
-    from core.selection import plan_adapter
 
     with tempfile.TemporaryDirectory() as folder:
         LlamaConfig(hidden_size=8192, num_hidden_layers=80, num_attention_heads=64,

@@ -29,11 +29,11 @@ def main() -> None:
         walls = []
         for _ in range(3):
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "core.cli", "inspect", cfg, "--json"],
+            proc = subprocess.run([sys.executable, "-m", "graftlab.core.cli", "inspect", cfg, "--json"],
                                   capture_output=True, text=True, check=True)
             walls.append(time.perf_counter() - t)
         data = json.loads(proc.stdout)
-        from core.module_tree import build_tree
+        from graftlab.core.model.module_tree import build_tree
 
         build_tree(cfg)  # warm the import of the llama modeling code
         t = time.perf_counter()

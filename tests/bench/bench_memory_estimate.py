@@ -1,7 +1,7 @@
 """Estimated versus measured peak memory of real training runs (CPU: peak RSS).
 
 Run: python tests/bench/bench_memory_estimate.py [--quick]
-Each case trains one step with core.session.TrainingSession in a fresh subprocess (LoRA r=8 on
+Each case trains one step with graftlab.core.train.session.TrainingSession in a fresh subprocess (LoRA r=8 on
 all seven Llama projections) and reports the child's peak RSS (``ru_maxrss``); on a machine with
 CUDA it would compare ``torch.cuda.max_memory_allocated`` instead (not run here). Prints one
 line per case and a final JSON line with estimate, measured and error% per case.
@@ -48,9 +48,8 @@ def run_config(model_dir: str, data: str, out: str, batch: int, seq: int, ckpt: 
 def child(cfg_json: str) -> None:
     """Train one step and print the peak memory of this process."""
     import torch
-
-    from core.config import RunConfig
-    from core.session import TrainingSession
+    from graftlab.core.config import RunConfig
+    from graftlab.core.train.session import TrainingSession
 
     TrainingSession(RunConfig.from_dict(json.loads(cfg_json))).run()
     gpu = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
@@ -61,9 +60,8 @@ def child(cfg_json: str) -> None:
 def build_model(folder: Path, size: dict, vocab: int) -> None:
     """A random Llama with a large vocabulary (the demo tokenizer only uses its first ids)."""
     import torch
+    from graftlab.core.model.demo import build_config, build_tokenizer
     from transformers import AutoModelForCausalLM
-
-    from core.demo import build_config, build_tokenizer
 
     tok = build_tokenizer(512)
     torch.manual_seed(0)
@@ -80,11 +78,11 @@ def main() -> None:
         child(args.child)
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from core.config import AdapterConfig, TrainingConfig
-    from core.demo import _sentences
-    from core.memory_estimate import estimate_memory
-    from core.module_tree import build_tree
-    from core.selection import plan_adapter
+    from graftlab.core.adapter.plan import plan_adapter
+    from graftlab.core.config import AdapterConfig, TrainingConfig
+    from graftlab.core.model.demo import _sentences
+    from graftlab.core.model.module_tree import build_tree
+    from graftlab.core.train.memory_estimate import estimate_memory
 
     cases = CASES[:2] if args.quick else CASES
     results = []

@@ -40,8 +40,8 @@ def main() -> None:
 
 
 def measure(app, mode: str, n: int, repeats: int) -> dict:
-    from app.widgets.metric_plots import MetricPlots
-    from core.events import Step
+    from graftlab.app.plots.metric_plots import MetricPlots
+    from graftlab.core.train.events import Step
 
     plots = MetricPlots()
     plots.resize(1600, 1200)  # each of the six plots about 800x400

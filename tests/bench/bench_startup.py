@@ -4,10 +4,10 @@ Run: python tests/bench/bench_startup.py [--repeats 3]
 All times are wall clock from process launch (interpreter start included), best of
 `--repeats` (the machine may be shared). Measured:
 
-- inspect: `python -m core.cli inspect CONFIG --json` (torch-free path for Llama-family
+- inspect: `python -m graftlab.core.cli inspect CONFIG --json` (torch-free path for Llama-family
   configs), and the same tree built through the meta-device skeleton (torch + transformers),
   and a bare `import torch` for the floor of any path that needs torch. Target: <= 3 s.
-- window: a child process (QT_QPA_PLATFORM=offscreen) imports app.main_window, shows
+- window: a child process (QT_QPA_PLATFORM=offscreen) imports graftlab.app.windows.main_window, shows
   MainWindow(open_demo=False), processes events once, and reports which heavy libraries were
   already imported by then. Target: <= 1.5 s. Measured again with the training panel's
   accelerator probe (a background `import torch`) replaced by a constant, to show its cost.
@@ -35,10 +35,10 @@ WINDOW = """
 import sys
 from PySide6.QtWidgets import QApplication
 if "--no-probe" in sys.argv:  # what the window costs without the torch-importing probe
-    import app.widgets.training_panel as panel
+    import graftlab.app.panels.training_panel as panel
     panel.probe_accelerator = lambda: {"cuda": False, "bf16": False, "name": "CPU"}
 app = QApplication([sys.argv[0]])
-from app.main_window import MainWindow
+from graftlab.app.windows.main_window import MainWindow
 window = MainWindow(open_demo=False)
 window.show()
 app.processEvents()
@@ -47,7 +47,7 @@ print("SHOWN", ",".join(m for m in %r if m in sys.modules), flush=True)
 
 SKELETON = """
 import sys
-from core.module_tree import build_tree
+from graftlab.core.model.module_tree import build_tree
 print(build_tree(sys.argv[1]).total_params)
 """
 
@@ -88,7 +88,7 @@ def main() -> None:
         count = None
         loaded = ""
         for _ in range(a.repeats):  # alternate the kinds so load spikes hit all of them
-            t, out = wall([py, "-m", "core.cli", "inspect", str(cfg), "--json"], env)
+            t, out = wall([py, "-m", "graftlab.core.cli", "inspect", str(cfg), "--json"], env)
             results["inspect"].append(t)
             count = json.loads(out)["total_params"]
             t, out = wall([py, "-c", SKELETON, str(cfg)], env)

@@ -61,7 +61,7 @@ PLAIN = textwrap.dedent('''
 
 def skewed_texts(n: int, seed: int = 0) -> list[str]:
     """Texts whose token counts follow a long tail from about 8 to beyond 512."""
-    from core.demo import _sentences
+    from graftlab.core.model.demo import _sentences
 
     rng = random.Random(seed)
     pool = _sentences(400, seed)
@@ -101,8 +101,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
     import yaml
-
-    from core.demo import save_tiny_model
+    from graftlab.core.model.demo import save_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -132,7 +131,7 @@ def main() -> None:
             p = json.loads(out.strip().splitlines()[-1])
             plain.append({"wall_s": wall, "tokens": p["tokens"], "loop_s": p["loop_s"]})
             out_dir = tmp_path / f"ours{i}"
-            wall, _ = timed([sys.executable, "-m", "core.cli", "train",
+            wall, _ = timed([sys.executable, "-m", "graftlab.core.cli", "train",
                              str(tmp_path / "run.yaml"), "--output", str(out_dir)], env)
             tokens, loop_s, packed = graftlab_loop(out_dir)
             ours.append({"wall_s": wall, "tokens": tokens, "loop_s": loop_s, "packed": packed})

@@ -59,8 +59,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
     import yaml
-
-    from core.demo import demo_data_path, save_tiny_model
+    from graftlab.core.model.demo import demo_data_path, save_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -80,7 +79,7 @@ def main() -> None:
         for i in range(a.repeats):
             plain.append(timed([sys.executable, str(tmp_path / "plain.py"), str(model),
                                 str(data), str(tmp_path / f"plain{i}"), str(a.steps)], env))
-            ours.append(timed([sys.executable, "-m", "core.cli", "train",
+            ours.append(timed([sys.executable, "-m", "graftlab.core.cli", "train",
                                str(tmp_path / "run.yaml"), "--output",
                                str(tmp_path / f"ours{i}")], env))
     print(json.dumps({"bench": "train_overhead", "steps": a.steps,

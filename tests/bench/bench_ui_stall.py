@@ -52,7 +52,7 @@ class StallProbe(QObject):
 
     @Slot(object)
     def on_events(self, batch) -> None:
-        from core.events import Step
+        from graftlab.core.train.events import Step
 
         if self.phase == "setup" and any(isinstance(e, Step) for e in batch):
             self.phase = "steady"
@@ -86,12 +86,12 @@ def main() -> None:
     app = QApplication.instance() or QApplication([])
     os.environ.setdefault("GRAFTLAB_CACHE", str(Path(tempfile.gettempdir()) / "graftlab-bench"))
 
-    from app.widgets.log_view import LogView
-    from app.widgets.metric_plots import MetricPlots
-    from app.widgets.training_panel import TrainingPanel
-    from app.worker import TrainingRunner
-    from core.config import RunConfig
-    from core.demo import demo_data_path, demo_model_path
+    from graftlab.app.panels.log_view import LogView
+    from graftlab.app.panels.training_panel import TrainingPanel
+    from graftlab.app.plots.metric_plots import MetricPlots
+    from graftlab.app.run.worker import TrainingRunner
+    from graftlab.core.config import RunConfig
+    from graftlab.core.model.demo import demo_data_path, demo_model_path
 
     demo_model_path("tiny-llama")  # build the demo files once, outside the measurement
     demo_data_path("stories")
@@ -105,9 +105,8 @@ def main() -> None:
 
     probe = StallProbe()
     if args.window:
+        from graftlab.app.windows.main_window import MainWindow
         from PySide6.QtCore import QSettings
-
-        from app.main_window import MainWindow
 
         settings = QSettings(str(Path(cfg.training.output_dir).parent / "bench-ui-stall.ini"),
                              QSettings.Format.IniFormat)

@@ -8,17 +8,15 @@ import warnings
 
 import pytest
 import torch
-
-from core.adapter_info import compare_adapters, read_adapter
-from core.errors import UserError
+from graftlab.core.adapter.info import compare_adapters, read_adapter
+from graftlab.core.errors import UserError
 
 
 def save_peft(out, arch="llama", layers=2, seed=0, **kw):
     """get_peft_model + save_pretrained on an in-memory tiny model, with random non-zero B."""
+    from graftlab.core.model.demo import build_config
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from core.demo import build_config
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_config(build_config(arch, 128, {"layers": layers}))

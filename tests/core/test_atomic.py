@@ -7,9 +7,8 @@ import errno
 import os
 
 import pytest
-
-from core.atomic import atomic_dir, atomic_write_text
-from core.config import RunConfig
+from graftlab.core.atomic import atomic_dir, atomic_write_text
+from graftlab.core.config import RunConfig
 
 
 class FullDisk:
@@ -67,10 +66,9 @@ def test_exception_inside_atomic_dir_keeps_previous_folder(tmp_path):
 
 def test_failed_adapter_export_keeps_previous_adapter(tmp_path, tiny_models):
     import torch
+    from graftlab.core.adapter.export import save_adapter
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from core.export import save_adapter
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_models["llama"]),
                            LoraConfig(r=4, target_modules=["q_proj"]))

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from core.cli import main
-from core.demo import save_tiny_model
+from graftlab.core.cli import main
+from graftlab.core.model.demo import save_tiny_model
 
 GOOD_TARGETS = ["model.layers.*.self_attn.q_proj"]
 

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from core.child_session import ProcessSession, TrainingProcessError, child_command
-from core.config import RunConfig
-from core.errors import UserError
-from core.events import Failed, Finished, Paused, Resumed, Started, Step
+from graftlab.core.config import RunConfig
+from graftlab.core.errors import UserError
+from graftlab.core.process.child import ProcessSession, TrainingProcessError, child_command
+from graftlab.core.train.events import Failed, Finished, Paused, Resumed, Started, Step
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,13 +161,13 @@ def test_the_child_saves_and_stops_when_its_parent_goes_away(tmp_path):
 
 
 def test_stray_prints_in_the_child_do_not_corrupt_the_stream(tmp_path):
-    code = ("import sys, core.session as s\n"
+    code = ("import sys, graftlab.core.train.session as s\n"
             "run = s.TrainingSession.run\n"
             "def noisy(self):\n"
             "    print('a stray print {\"event\": \"step\"}', flush=True)\n"
             "    return run(self)\n"
             "s.TrainingSession.run = noisy\n"
-            "from core.child_session import child_main\n"
+            "from graftlab.core.process.child import child_main\n"
             "sys.exit(child_main())\n")
     rec = Recorder()
     session = ProcessSession(demo_cfg(tmp_path / "run", max_steps=2), [rec],
@@ -178,11 +177,11 @@ def test_stray_prints_in_the_child_do_not_corrupt_the_stream(tmp_path):
 
 
 def test_the_hidden_cli_subcommand_runs_the_child(tmp_path):
-    """Frozen builds start the child as `graftlab _session`: core.cli must dispatch it."""
+    """Frozen builds start the child as `graftlab _session`: graftlab.core.cli must dispatch it."""
     cfg = demo_cfg(tmp_path / "run")
     data = cfg.to_dict()
     data["adapter"]["rank"] = 0  # rejected before torch is even imported
-    proc = subprocess.run([sys.executable, "-m", "core.cli", "_session"],
+    proc = subprocess.run([sys.executable, "-m", "graftlab.core.cli", "_session"],
                           input=json.dumps({"config": data}) + "\n", capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2

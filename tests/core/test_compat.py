@@ -7,12 +7,11 @@ import warnings
 
 import pytest
 import torch
-
-from core.adapter_info import read_adapter
-from core.compat import check_adapter, check_plan
-from core.config import AdapterConfig, Override
-from core.module_tree import build_tree
-from core.selection import plan_adapter
+from graftlab.core.adapter.compat import check_adapter, check_plan
+from graftlab.core.adapter.info import read_adapter
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import AdapterConfig, Override
+from graftlab.core.model.module_tree import build_tree
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +61,9 @@ def test_size_and_llamacpp_rules(trees):
 
 
 def test_rules_on_saved_adapters(tmp_path):
+    from graftlab.core.model.demo import build_config
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-
-    from core.demo import build_config
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_config(build_config("llama", 128))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from core.config import RunConfig
-from core.errors import UserError
+from graftlab.core.config import RunConfig
+from graftlab.core.errors import UserError
 
 
 def test_defaults_round_trip(tmp_path):

@@ -1,4 +1,4 @@
-"""core.data: loading, format detection, tokenization/masking, errors, preview."""
+"""graftlab.core.data.dataset: loading, format detection, tokenization/masking, errors, preview."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import copy
 import json
 
 import pytest
-
-from core.config import DataConfig
-from core.data import (
+from graftlab.core.config import DataConfig
+from graftlab.core.data.dataset import (
     PreparedData,
     detect_format,
     length_stats,
@@ -20,8 +19,8 @@ from core.data import (
     resolve_data_path,
     token_texts,
 )
-from core.demo import CHAT_TEMPLATE, build_tokenizer
-from core.errors import UserError
+from graftlab.core.errors import UserError
+from graftlab.core.model.demo import CHAT_TEMPLATE, build_tokenizer
 
 CAUSAL, CLS = "causal-lm", "sequence-classification"
 # ChatML without {% generation %}: forces the prefix-masking path

@@ -10,14 +10,13 @@ import sys
 import textwrap
 
 import pytest
-
-from core.config import DataConfig
+from graftlab.core.config import DataConfig
 
 SCRIPT = textwrap.dedent("""
     import json, sys
-    import core.data_encode as de
-    from core.config import DataConfig
-    from core.data import prepare
+    import graftlab.core.data.encode as de
+    from graftlab.core.config import DataConfig
+    from graftlab.core.data.dataset import prepare
     from transformers import AutoTokenizer
 
     calls = [0]
@@ -38,7 +37,7 @@ SCRIPT = textwrap.dedent("""
 @pytest.fixture
 def count_encoder_calls(monkeypatch):
     """Counts Encoder batches. Patching the class leaves each instance's fingerprint alone."""
-    import core.data_encode as de
+    import graftlab.core.data.encode as de
 
     calls = [0]
     original = de.Encoder.__call__
@@ -52,7 +51,7 @@ def count_encoder_calls(monkeypatch):
 
 
 def _prepare(tokenizer, path, max_length=64):
-    from core.data import prepare
+    from graftlab.core.data.dataset import prepare
 
     return prepare(DataConfig(path=str(path), max_length=max_length), tokenizer, "causal-lm")
 

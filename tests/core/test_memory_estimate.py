@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import graftlab.core.train.memory_estimate as me
 import pytest
-
-import core.memory_estimate as me
-from core.config import AdapterConfig, TrainingConfig
-from core.module_tree import build_tree
-from core.selection import plan_adapter
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import AdapterConfig, TrainingConfig
+from graftlab.core.model.module_tree import build_tree
 
 GB = 2**30
 

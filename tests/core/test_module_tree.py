@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from core.errors import UserError
-from core.module_tree import build_tree
+from graftlab.core.errors import UserError
+from graftlab.core.model.module_tree import build_tree
 
 
 @pytest.fixture(scope="module")

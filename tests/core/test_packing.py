@@ -6,19 +6,17 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from core.config import RunConfig
-from core.data_encode import IGNORE
-from core.errors import UserError
+from graftlab.core.config import RunConfig
+from graftlab.core.data.encode import IGNORE
+from graftlab.core.errors import UserError
 
 ARCHS = ["llama", "qwen2", "gpt2"]
 
 
 def _model(arch: str, **config_kwargs):
     import torch
+    from graftlab.core.model.demo import build_config
     from transformers import AutoModelForCausalLM
-
-    from core.demo import build_config
 
     config = build_config(arch, 97)
     for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout"):
@@ -50,7 +48,7 @@ _TOKENIZER = []
 def _Tok():  # noqa: N802  (reads like the class it stands for)
     """The demo tokenizer (pad id 0): the padding collator needs a real one."""
     if not _TOKENIZER:
-        from core.demo import build_tokenizer
+        from graftlab.core.model.demo import build_tokenizer
 
         _TOKENIZER.append(build_tokenizer(128))
     return _TOKENIZER[0]
@@ -83,7 +81,7 @@ def _train(arch: str, collator, tmp_path, steps: int = 3):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_check_passes_where_packing_is_enabled(arch):
-    from core.packing import check_packing
+    from graftlab.core.data.packing import check_packing
 
     check = check_packing(_model(arch))
     assert check.exact, check
@@ -95,9 +93,8 @@ def test_packed_batch_loss_equals_padded_loss(arch):
     """One forward: packed and padded batches of the same examples give the same loss, with
     the loss normalised by Trainer's count of labels[..., 1:] != -100 in both layouts."""
     import torch
-
-    from core.data import make_collator
-    from core.packing import PackedCollator
+    from graftlab.core.data.dataset import make_collator
+    from graftlab.core.data.packing import PackedCollator
 
     model = _model(arch).eval()
     feats = _examples()
@@ -118,8 +115,8 @@ def test_packed_batch_loss_equals_padded_loss(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_training_on_packed_batches_equals_padded(arch, tmp_path):
     """Three optimizer steps with gradient accumulation 2: same losses, same adapter."""
-    from core.data import make_collator
-    from core.packing import PackedCollator
+    from graftlab.core.data.dataset import make_collator
+    from graftlab.core.data.packing import PackedCollator
 
     losses_pad, w_pad = _train(arch, make_collator(_Tok(), "causal-lm"), tmp_path / "pad")
     losses_pack, w_pack = _train(arch, PackedCollator(), tmp_path / "pack")
@@ -132,8 +129,7 @@ def test_training_on_packed_batches_equals_padded(arch, tmp_path):
 def test_use_cache_would_leak_without_the_collator_flag():
     """Why PackedCollator sends use_cache=False: with a cache, the mask ignores packing."""
     import torch
-
-    from core.packing import PackedCollator
+    from graftlab.core.data.packing import PackedCollator
 
     model = _model("llama", use_cache=True).eval()
     feats = _examples()
@@ -159,7 +155,7 @@ def _leaky_model():
 
 
 def test_packing_refused_where_not_exact():
-    from core.packing import PackedCollator, check_packing, choose_collator
+    from graftlab.core.data.packing import PackedCollator, check_packing, choose_collator
 
     model = _leaky_model()
     check = check_packing(model)
@@ -172,7 +168,7 @@ def test_packing_refused_where_not_exact():
 
 
 def test_choose_collator_modes():
-    from core.packing import PackedCollator, choose_collator
+    from graftlab.core.data.packing import PackedCollator, choose_collator
 
     model = _model("llama")
     collator, note = choose_collator(model, _Tok(), "causal-lm", "auto")

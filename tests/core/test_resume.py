@@ -13,13 +13,12 @@ import time
 
 import pytest
 import yaml
+from graftlab.core.config import RunConfig
+from graftlab.core.errors import UserError
+from graftlab.core.train.checkpoints import MARKER, complete_checkpoints, list_resumable, verify
+from graftlab.core.train.events import Step
+from graftlab.core.train.session import TrainingSession
 from safetensors.torch import load_file
-
-from core.checkpoints import MARKER, complete_checkpoints, list_resumable, verify
-from core.config import RunConfig
-from core.errors import UserError
-from core.events import Step
-from core.session import TrainingSession
 
 
 def cfg_for(model, out, steps=12, every=3):
@@ -84,7 +83,7 @@ def test_pause_resume_is_bit_identical(tiny_models, reference, tmp_path):
 def test_sigkill_then_resume_matches_uninterrupted(tiny_models, reference, tmp_path):
     cfg = cfg_for(tiny_models["llama"], tmp_path / "run")
     (tmp_path / "run.yaml").write_text(cfg.to_yaml())
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "train",
+    proc = subprocess.Popen([sys.executable, "-m", "graftlab.core.cli", "train",
                              str(tmp_path / "run.yaml")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     metrics = tmp_path / "run" / "metrics.jsonl"
@@ -98,7 +97,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_models, reference, tmp_p
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "run" / "adapter").exists()
-    resumed = subprocess.run([sys.executable, "-m", "core.cli", "train", "--resume",
+    resumed = subprocess.run([sys.executable, "-m", "graftlab.core.cli", "train", "--resume",
                               str(tmp_path / "run")], capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr
@@ -144,7 +143,7 @@ def test_nan_loss_stops_with_a_sentence_and_keeps_checkpoint(tiny_models, tmp_pa
 
 def test_resume_needs_a_checkpoint(tmp_path):
     (tmp_path / "run").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "core.cli", "train", "--resume",
+    proc = subprocess.run([sys.executable, "-m", "graftlab.core.cli", "train", "--resume",
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not a Graftlab run folder" in proc.stderr
     (tmp_path / "run" / "run.yaml").write_text(yaml.safe_dump({}))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import warnings
 
 import pytest
-
-from core.config import AdapterConfig, Override
-from core.errors import UserError
-from core.module_tree import build_skeleton, build_tree
-from core.selection import plan_adapter
-from core.sources import load_auto_config, resolve_source
+from graftlab.core.adapter.plan import plan_adapter
+from graftlab.core.config import AdapterConfig, Override
+from graftlab.core.errors import UserError
+from graftlab.core.model.module_tree import build_skeleton, build_tree
+from graftlab.core.model.sources import load_auto_config, resolve_source
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,9 @@ import json
 import warnings
 
 import pytest
-
-from core.config import RunConfig
-from core.events import Eval, Finished, Started, Step, UpdateNorms, read_metrics
-from core.session import TrainingSession
+from graftlab.core.config import RunConfig
+from graftlab.core.train.events import Eval, Finished, Started, Step, UpdateNorms, read_metrics
+from graftlab.core.train.session import TrainingSession
 
 
 def make_cfg(model, out, data="demo:stories", targets=("model.layers.*",), steps=20, **train):
@@ -90,9 +89,8 @@ def test_adapter_reloads_with_identical_logits(tmp_path, tiny_models, arch):
 
 def test_classifier_trains_on_string_labels_and_merges(tmp_path, tiny_models):
     import torch
+    from graftlab.core.adapter.export import export_merged, load_peft_model
     from transformers import AutoModelForSequenceClassification
-
-    from core.export import export_merged, load_peft_model
 
     cfg = make_cfg(tiny_models["bert"], tmp_path / "run", data="demo:sentiment",
                    targets=["bert.encoder.layer.*"], steps=60, batch_size=16,

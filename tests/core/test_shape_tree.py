@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from core.module_tree import build_tree
-from core.shape_tree import quick_tree, tree_from_config_json
+from graftlab.core.model.module_tree import build_tree
+from graftlab.core.model.shape_tree import quick_tree, tree_from_config_json
 
 SMALL = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
              num_attention_heads=4, num_key_value_heads=2)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
-from core.errors import UserError
-from core.sources import list_cached_models, resolve_source
+from graftlab.core.errors import UserError
+from graftlab.core.model.sources import list_cached_models, resolve_source
 
 
 @pytest.fixture

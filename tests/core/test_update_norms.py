@@ -6,8 +6,7 @@ import warnings
 
 import pytest
 import torch
-
-from core.update_norms import (
+from graftlab.core.adapter.update_norms import (
     delta_cosine,
     delta_inner,
     delta_norm,

@@ -1,0 +1,385 @@
+"""Training settings (a form over graftlab.core.config.TrainingConfig), run controls and progress.
+
+Tooltips are the TrainingConfig field docstrings, so the form and run.yaml explain each setting in
+the same words. The device/precision label fills in once a background probe has asked torch
+whether CUDA is present: importing torch here would freeze the window for about two seconds.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import math
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from graftlab.core.config import DEVICES, PACKING, PRECISIONS, SCHEDULERS, TrainingConfig
+from graftlab.core.train.events import Event, Failed, Finished, Paused, Resumed, Started, Step
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtGui import QDoubleValidator
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+STATES = ("idle", "running", "paused", "stopping")
+BASIC = ("max_steps", "epochs", "batch_size", "learning_rate", "scheduler", "device",
+         "precision", "output_dir")
+INT_MAX = 2_000_000_000
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field (the convention core/config.py follows).
+
+    Empty when the source is not available (a frozen build without .py files): the form then
+    simply has no tooltips.
+    """
+    try:
+        tree = ast.parse(inspect.getsource(cls))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:], strict=False):
+        if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
+                and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            docs[prev.target.id] = inspect.cleandoc(str(node.value.value)).replace("``", "")
+    return docs
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def probe_accelerator() -> dict[str, Any]:
+    """What `device: auto` and `precision: auto` will pick (imports torch: call off the GUI)."""
+    from graftlab.app.run.worker import preload_native_libraries
+
+    preload_native_libraries()  # keeps the GIL free during the long dlopen
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"cuda": cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
+            "name": torch.cuda.get_device_name(0) if cuda else "CPU"}
+
+
+class _Probe(QObject):
+    done = Signal(object)
+
+
+class TrainingPanel(QWidget):
+    """The training section of run.yaml plus Start/Pause/Resume/Stop and a progress bar."""
+
+    start_requested = Signal()
+    pause_requested = Signal()
+    resume_requested = Signal()
+    stop_requested = Signal(bool)  # save the adapter
+
+    def __init__(self, parent: QWidget | None = None, probe: bool = True) -> None:
+        super().__init__(parent)
+        self._docs = field_docs(TrainingConfig)
+        self._state = "idle"
+        self._total = 0
+        self._accel: dict[str, Any] | None = None
+        self.fields: dict[str, QWidget] = {}
+        self._errors: dict[str, str] = {}
+
+        basic, advanced = QFormLayout(), QFormLayout()
+        for f in dataclasses.fields(TrainingConfig):
+            editor = self._make_editor(f.name)
+            editor.setToolTip(self._docs.get(f.name, ""))
+            editor.setObjectName(f.name)
+            self.fields[f.name] = editor
+            label = QLabel(f.name.replace("_", " ").capitalize())
+            label.setToolTip(self._docs.get(f.name, ""))
+            row: QWidget = editor
+            if f.name == "output_dir":
+                row = QWidget()
+                box = QHBoxLayout(row)
+                box.setContentsMargins(0, 0, 0, 0)
+                browse = QToolButton(text="…", toolTip="Choose the run folder")
+                browse.clicked.connect(self._on_browse_clicked)
+                box.addWidget(editor, 1)
+                box.addWidget(browse)
+            (basic if f.name in BASIC else advanced).addRow(label, row)
+        self.advanced = QWidget()
+        self.advanced.setLayout(advanced)
+        self.advanced.setVisible(False)
+        self.advanced_toggle = QToolButton(text="Advanced settings", checkable=True)
+        self.advanced_toggle.setToolTip("Accumulation, warm-up, clipping, logging, checkpoints")
+        self.advanced_toggle.toggled.connect(self.advanced.setVisible)
+
+        self.device_label = QLabel("Device: detecting…")
+        self.device_label.setToolTip("Where and in which precision the run will train")
+        self.error_label = QLabel(wordWrap=True)
+        self.error_label.setStyleSheet("color: #c0392b;")
+        self.error_label.setVisible(False)
+
+        self.start_button = QPushButton("Start", toolTip="Train with these settings (Ctrl+Return)")
+        self.pause_button = QPushButton("Pause", toolTip="Pause after the current step; "
+                                        "the model stays in memory")
+        self.resume_button = QPushButton("Resume", toolTip="Continue the paused run")
+        self.stop_button = QPushButton("Stop", toolTip="End after the current step; asks "
+                                       "whether to save the adapter trained so far")
+        self.start_button.clicked.connect(self.start_requested)
+        self.pause_button.clicked.connect(self.pause_requested)
+        self.resume_button.clicked.connect(self.resume_requested)
+        self.stop_button.clicked.connect(self._on_stop_clicked)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
+            buttons.addWidget(b)
+
+        self.progress = QProgressBar(minimum=0, maximum=1, value=0, textVisible=True)
+        self.progress.setFormat("%v / %m steps")
+        self.eta_label = QLabel("")
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(basic)
+        layout.addWidget(self.advanced_toggle)
+        layout.addWidget(self.advanced)
+        layout.addWidget(self.device_label)
+        layout.addWidget(self.error_label)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.eta_label)
+        layout.addStretch(1)
+
+        for name in ("device", "precision"):
+            self.fields[name].currentTextChanged.connect(self._update_device_label)
+        self.set_values(TrainingConfig())
+        self.set_state("idle")
+        if probe:
+            # After the window has painted: the probe imports torch (~2.5 s of CPU), which
+            # competes with the GUI thread and cost 0.4 s of start-up (tests/bench/bench_startup).
+            self._probe_timer = QTimer(self)
+            self._probe_timer.setSingleShot(True)
+            self._probe_timer.timeout.connect(self._start_probe)
+            self._probe_timer.start(1500)
+
+    # ---- form ---------------------------------------------------------------------------------
+    def _make_editor(self, name: str) -> QWidget:
+        default = getattr(TrainingConfig(), name)
+        choices = {"scheduler": SCHEDULERS, "device": DEVICES, "precision": PRECISIONS,
+                   "packing": PACKING}
+        if name in choices:
+            combo = QComboBox()
+            combo.addItems(list(choices[name]))
+            return combo
+        if isinstance(default, bool):
+            return QCheckBox()
+        if isinstance(default, int):
+            spin = QSpinBox(maximum=INT_MAX)
+            if name == "max_steps":
+                spin.setMinimum(-1)
+                spin.setSpecialValueText("by epochs")  # -1: train for `epochs` instead
+            elif name in ("batch_size", "gradient_accumulation", "logging_steps",
+                          "checkpoint_limit"):
+                spin.setMinimum(1)
+            if name in ("eval_steps", "checkpoint_every"):
+                spin.setSpecialValueText("off" if name == "checkpoint_every" else "at end")
+            return spin
+        if name == "learning_rate":  # 2e-4 needs scientific notation, which spin boxes lack
+            edit = QLineEdit()
+            validator = QDoubleValidator(0.0, 1.0, 12, edit)
+            validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
+            edit.setValidator(validator)
+            return edit
+        if isinstance(default, float):
+            spin = QDoubleSpinBox(maximum=1e6, decimals=4, singleStep=0.1)
+            if name == "epochs":
+                spin.setMinimum(0.01)
+                spin.setDecimals(2)
+            return spin
+        return QLineEdit()
+
+    def values(self) -> TrainingConfig:
+        """The form as a TrainingConfig (core validates ranges when the run starts)."""
+        kwargs: dict[str, Any] = {}
+        for name, w in self.fields.items():
+            if isinstance(w, QComboBox):
+                kwargs[name] = w.currentText()
+            elif isinstance(w, QCheckBox):
+                kwargs[name] = w.isChecked()
+            elif isinstance(w, QSpinBox | QDoubleSpinBox):
+                kwargs[name] = w.value()
+            elif name == "learning_rate":
+                try:
+                    kwargs[name] = float(w.text())
+                except ValueError:
+                    kwargs[name] = math.nan  # core's validation names the field
+            else:
+                kwargs[name] = w.text()
+        return TrainingConfig(**kwargs)
+
+    def set_values(self, cfg: TrainingConfig) -> None:
+        for name, w in self.fields.items():
+            value = getattr(cfg, name)
+            if isinstance(w, QComboBox):
+                w.setCurrentText(str(value))
+            elif isinstance(w, QCheckBox):
+                w.setChecked(bool(value))
+            elif isinstance(w, QSpinBox | QDoubleSpinBox):
+                w.setValue(value)
+            elif name == "learning_rate":
+                w.setText(f"{value:g}")
+            else:
+                w.setText(str(value))
+        self.clear_error()
+
+    def show_error(self, field: str | None, message: str) -> bool:
+        """Show a core UserError next to its field; False when the field is not on this form."""
+        name = (field or "").removeprefix("training.")
+        if name not in self.fields:
+            return False
+        widget = self.fields[name]
+        if name not in BASIC:
+            self.advanced_toggle.setChecked(True)
+        widget.setStyleSheet("border: 1px solid #c0392b;")
+        widget.setFocus()
+        self.error_label.setText(message)
+        self.error_label.setVisible(True)
+        self._errors[name] = message
+        return True
+
+    def clear_error(self) -> None:
+        for name in self._errors:
+            self.fields[name].setStyleSheet("")
+        self._errors.clear()
+        self.error_label.clear()
+        self.error_label.setVisible(False)
+
+    @Slot()
+    def _on_browse_clicked(self) -> None:
+        edit = self.fields["output_dir"]
+        folder = QFileDialog.getExistingDirectory(self, "Run folder", edit.text())
+        if folder:
+            edit.setText(folder)
+
+    def add_preflight(self, widget: QWidget) -> None:
+        """Show `widget` (memory estimate, compatibility warnings) just above the run buttons."""
+        layout = self.layout()
+        layout.insertWidget(layout.indexOf(self.error_label) + 1, widget)
+
+    # ---- run controls -------------------------------------------------------------------------
+    def state(self) -> str:
+        return self._state
+
+    def set_state(self, state: str) -> None:
+        """idle: editable, Start; running: Pause/Stop; paused: Resume/Stop; stopping: waiting."""
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}; use one of {', '.join(STATES)}")
+        self._state = state
+        self.start_button.setEnabled(state == "idle")
+        self.pause_button.setEnabled(state == "running")
+        self.resume_button.setEnabled(state == "paused")
+        # While stopping, the button offers to end a run that does not stop (it asks first).
+        self.stop_button.setEnabled(state in ("running", "paused", "stopping"))
+        self.stop_button.setText("End now…" if state == "stopping" else "Stop")
+        for w in self.fields.values():
+            w.setEnabled(state == "idle")
+        if state == "idle":
+            self.eta_label.setText("")
+
+    @Slot()
+    def _on_stop_clicked(self) -> None:
+        self.stop_requested.emit(True)
+
+    def set_progress(self, step: int, total: int, eta_s: float | None) -> None:
+        self.progress.setMaximum(max(total, 1))
+        self.progress.setValue(min(max(step, 0), max(total, 1)))
+        self.eta_label.setText(f"Step {step} of {total} · ETA {format_eta(eta_s)}")
+
+    @Slot(object)
+    def append_events(self, batch: Iterable[Event]) -> None:
+        """Progress, ETA and the actual device from a batch of run events."""
+        last_step: Step | None = None
+        for ev in batch:
+            if isinstance(ev, Started):
+                self._total = ev.total_steps
+                self.set_progress(ev.start_step, ev.total_steps, None)
+                self.device_label.setText(f"Training on {ev.device.upper()} · {ev.precision}")
+            elif isinstance(ev, Step):
+                last_step = ev
+            elif isinstance(ev, Paused):
+                self.eta_label.setText(f"Paused at step {ev.step}")
+            elif isinstance(ev, Resumed):
+                self.eta_label.setText(f"Resumed at step {ev.step}")
+            elif isinstance(ev, Finished):
+                total = self._total or ev.step
+                self.set_progress(ev.step, total, 0.0)
+                how = "Stopped" if ev.stopped_early else "Finished"
+                self.eta_label.setText(f"{how} at step {ev.step} after "
+                                       f"{format_eta(ev.elapsed_s)}")
+            elif isinstance(ev, Failed):
+                self.eta_label.setText("Failed: see the log")
+        if last_step is not None:
+            self.set_progress(last_step.step, self._total or last_step.step,
+                              last_step.eta_s)
+
+    # ---- device label -------------------------------------------------------------------------
+    def _start_probe(self) -> None:
+        # A plain thread: the probe only imports torch and asks two questions. Its signal is
+        # delivered to our slot on the GUI thread (we are a QObject). `_Probe` is not our child,
+        # so closing the panel first simply drops the connection.
+        self._probe = _Probe()
+        self._probe.done.connect(self.set_accelerator)
+        probe_obj = self._probe
+
+        def work() -> None:
+            try:
+                info = probe_accelerator()
+            except Exception:  # torch missing or broken: training will say why
+                info = {"cuda": False, "bf16": False, "name": "CPU"}
+            probe_obj.done.emit(info)
+
+        threading.Thread(target=work, name="graftlab-device-probe", daemon=True).start()
+
+    @Slot(object)
+    def set_accelerator(self, info: dict[str, Any]) -> None:
+        self._accel = dict(info)
+        self._update_device_label()
+
+    def resolved_device(self) -> tuple[str, str] | None:
+        """(device, precision) that `auto` resolves to, as graftlab.core.train.session picks them."""
+        if self._accel is None:
+            return None
+        dev, prec = self.fields["device"].currentText(), self.fields["precision"].currentText()
+        cuda = bool(self._accel.get("cuda"))
+        device = "cuda" if dev == "cuda" or (dev == "auto" and cuda) else "cpu"
+        if prec == "auto":
+            prec = "bf16" if device == "cuda" and self._accel.get("bf16") else "fp32"
+        if prec == "fp16" and device == "cpu":
+            prec = "fp32"
+        return device, prec
+
+    @Slot()
+    def _update_device_label(self) -> None:
+        resolved = self.resolved_device()
+        if resolved is None:
+            return
+        device, prec = resolved
+        name = self._accel.get("name", "") if device == "cuda" and self._accel else ""
+        text = f"Will train on {device.upper()}{f' ({name})' if name else ''} · {prec}"
+        if self.fields["device"].currentText() == "cuda" and not self._accel.get("cuda"):
+            text = "No CUDA GPU found: set device to auto or cpu"
+        self.device_label.setText(text)
+

@@ -1,0 +1,137 @@
+"""Export: a plain PEFT adapter folder, or a merged model, written atomically.
+
+A failure at any point leaves an existing folder at the destination untouched (the new one is
+built in a temporary sibling and renamed into place only when complete).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from graftlab.core.atomic import atomic_dir
+from graftlab.core.errors import UserError
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def _check_destination(out_dir: Path, key: str = "output") -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"export destination {out_dir} is a file; choose a folder.", field=key)
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write to {parent}; choose a folder you have write access to.",
+                        field=key)
+
+
+def _listing(folder: Path) -> list[tuple[Path, int]]:
+    return sorted((p, p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+
+
+def save_adapter(model: Any, out_dir: str | Path, base_name: str) -> list[tuple[Path, int]]:
+    """Save a PeftModel's adapter as a plain PEFT folder with ``base_model_name_or_path`` set."""
+    out_dir = Path(out_dir)
+    _check_destination(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        cfg_path = tmp / "adapter_config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg["base_model_name_or_path"] = base_name
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
+    return _listing(out_dir)
+
+
+def check_adapter_dir(adapter_dir: str | Path) -> Path:
+    adapter_dir = Path(adapter_dir)
+    missing = [f for f in ADAPTER_FILES if not (adapter_dir / f).is_file()]
+    if missing:
+        raise UserError(f"{adapter_dir} is not a PEFT adapter folder (missing "
+                        f"{', '.join(missing)}); choose the adapter/ folder of a run.",
+                        field="adapter_dir")
+    return adapter_dir
+
+
+def export_adapter(adapter_dir: str | Path, out_dir: str | Path) -> list[tuple[Path, int]]:
+    """Copy a trained adapter folder to `out_dir` atomically; returns files with sizes."""
+    src = check_adapter_dir(adapter_dir)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == src.resolve():
+        return _listing(out_dir)
+    _check_destination(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        for item in src.iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+    return _listing(out_dir)
+
+
+def check_adapter_fits(adapter_dir: str | Path, model_source: str, task: str = "auto",
+                       trust_remote_code: bool = False) -> None:
+    """Check, from shapes alone, that every adapted module exists in the base with the same size.
+
+    PEFT loads an adapter onto a base with *fewer* layers without a word (the extra tensors are
+    dropped), so this check runs before any weight is loaded.
+    """
+    from graftlab.core.model.module_tree import build_tree
+    from safetensors import safe_open
+
+    src = check_adapter_dir(adapter_dir)
+    tree = build_tree(model_source, task, trust_remote_code)
+    try:
+        with safe_open(str(src / "adapter_model.safetensors"), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # truncated or not a safetensors file
+        raise UserError(f"{src / 'adapter_model.safetensors'} cannot be read "
+                        f"({type(exc).__name__}); the file is damaged or incomplete.",
+                        field="adapter_dir") from None
+    prefix = "base_model.model."
+    for key, shape in shapes.items():
+        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+            if not key.endswith(part):
+                continue
+            name = key[: -len(part)].removeprefix(prefix)
+            module = tree.modules.get(name)
+            if module is None:
+                raise UserError(f"the adapter in {src} does not fit {model_source}: it adapts "
+                                f"{name}, which the base does not have ({tree.model_type}, "
+                                f"{tree.num_layers} layers); pick the base it was trained on.",
+                                field="model.source")
+            want = module.in_features if dim == 1 else module.out_features
+            if want != shape[dim]:
+                raise UserError(f"the adapter in {src} does not fit {model_source}: {name} has "
+                                f"size {want} in the base but {shape[dim]} in the adapter; pick "
+                                "the base it was trained on.", field="model.source")
+
+
+def load_peft_model(model_source: str, adapter_dir: str | Path, task: str = "auto",
+                    trust_remote_code: bool = False) -> Any:
+    """Load base weights and apply the adapter (for merging, inspection and tests)."""
+    from graftlab.core.model.loading import load_base_model
+    from peft import PeftModel
+
+    src = check_adapter_dir(adapter_dir)
+    check_adapter_fits(src, model_source, task, trust_remote_code)
+    model, _tok, _task = load_base_model(model_source, task, trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(model, str(src))
+
+
+def export_merged(model_source: str, adapter_dir: str | Path, out_dir: str | Path,
+                  task: str = "auto", trust_remote_code: bool = False) -> list[tuple[Path, int]]:
+    """Merge the adapter into the base weights and save a standalone model with its tokenizer."""
+    from graftlab.core.model.loading import load_tokenizer
+    from graftlab.core.model.sources import resolve_source
+
+    out_dir = Path(out_dir)
+    _check_destination(out_dir)
+    peft_model = load_peft_model(model_source, adapter_dir, task, trust_remote_code)
+    merged = peft_model.merge_and_unload()
+    tokenizer = load_tokenizer(resolve_source(model_source, trust_remote_code))
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return _listing(out_dir)

@@ -1,0 +1,191 @@
+"""The bridge between transformers' Trainer and a training session: events out, control in."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from graftlab.core.config import RunConfig
+from graftlab.core.train.events import Checkpoint, Eval, Paused, Resumed, Started, Step, UpdateNorms
+from transformers import TrainerCallback, TrainingArguments
+
+if TYPE_CHECKING:
+    from graftlab.core.train.session import TrainingSession
+
+
+def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: str,
+                       has_eval: bool) -> TrainingArguments:
+    """Map run.yaml's training section onto TrainingArguments.
+
+    GPU path: bf16 autocast when ``precision`` resolved to bf16 (the session loads the weights in
+    bf16 on CUDA as well), fused AdamW (one kernel per parameter group instead of a loop over
+    tensors), optional ``torch.compile`` (``training.torch_compile``, off unless measured to
+    win). Attention is transformers 5's default, SDPA, which the session keeps.
+    """
+    t = cfg.training
+    eval_every = has_eval and t.eval_steps > 0
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        max_steps=t.max_steps,
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        activation_checkpointing=t.gradient_checkpointing,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        logging_nan_inf_filter=False,  # a diverging run must show its NaN, not hide it
+        eval_strategy="steps" if eval_every else "no",
+        eval_steps=t.eval_steps if eval_every else None,
+        # Checkpoints are requested by SessionCallback (steps, minutes, stop) and written
+        # atomically by graftlab.core.train.checkpoints; Trainer's own schedule and rotation stay off.
+        save_strategy="no",
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=False,
+        ddp_find_unused_parameters=False,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        # Fused AdamW: CUDA kernels on a GPU; on CPU the fused path also exists (torch >= 2.4)
+        # and is transformers 5's default, so both devices get the same optimizer.
+        optim="adamw_torch_fused",
+        torch_compile=t.torch_compile,
+    )
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+class SessionCallback(TrainerCallback):
+    """Turns Trainer logs into events, and applies the session's pause and stop requests.
+
+    Time spent paused is excluded from elapsed time, tokens/s and the ETA.
+    """
+
+    def __init__(self, session: TrainingSession, started: Started) -> None:
+        self.session = session
+        self.started = started
+        self.evaluated_at_end = False
+        self._t0 = monotonic()
+        self._paused_total = 0.0
+        self._last_time = 0.0
+        self._last_tokens = 0
+        self._first_step = 0
+        self._last_checkpoint = 0.0
+        self._norms_cost = 0.0
+        self._norms_step = -1
+        self.diverged: str | None = None
+
+    def active_seconds(self) -> float:
+        return monotonic() - self._t0 - self._paused_total
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._t0 = monotonic()
+        self._first_step = state.global_step
+        self._last_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        self.session.emit(dataclasses.replace(self.started, total_steps=state.max_steps,
+                                              start_step=state.global_step))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+               **kwargs: Any) -> None:
+        logs = logs or {}
+        step = state.global_step
+        if "eval_loss" in logs:
+            self.session.emit(Eval(step, float(logs["eval_loss"])))
+            self.evaluated_at_end = step >= state.max_steps
+        if "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):  # stop before a checkpoint can store the broken state
+            self.diverged = (f"training diverged: the loss is {loss} at step {step}; lower "
+                             "training.learning_rate (or check the data), then resume from the "
+                             "last good checkpoint")
+            control.should_training_stop = True
+            control.should_save = False
+        now = self.active_seconds()
+        tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        dt = max(now - self._last_time, 1e-9)
+        rate = (tokens - self._last_tokens) / dt
+        self._last_time, self._last_tokens = now, tokens
+        done = step - self._first_step
+        eta = (state.max_steps - step) * now / done if done > 0 else None
+        gpu = None
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.memory_allocated() / 2**20
+        grad = logs.get("grad_norm")
+        self.session.emit(Step(
+            step=step, loss=loss, learning_rate=float(logs.get("learning_rate",
+                                                                               0.0)),
+            grad_norm=float(grad) if grad is not None and math.isfinite(float(grad)) else None,
+            epoch=float(logs.get("epoch", state.epoch or 0.0)), tokens_per_s=rate,
+            tokens_seen=tokens, elapsed_s=now, eta_s=eta, memory_mb=_rss_mb(),
+            gpu_memory_mb=gpu))
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._last_checkpoint = self.active_seconds()
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.session.emit(Checkpoint(state.global_step, str(path)))
+
+    def _emit_update_norms(self, step: int) -> None:
+        """Heatmap data, computed here in the worker thread from the small factors.
+
+        On big models this costs seconds, so it is skipped while its total cost would exceed
+        5% of training time.
+        """
+        every = self.session.cfg.training.update_norms_every
+        if not every or step % every or self._norms_cost > 0.05 * self.active_seconds():
+            return
+        from graftlab.core.adapter.update_norms import relative_update_sizes
+
+        t = monotonic()
+        sizes = relative_update_sizes(self.session.model)
+        self._norms_cost += monotonic() - t
+        self._norms_step = step
+        self.session.emit(UpdateNorms(step, sizes))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step = state.global_step
+        if self.session.cfg.training.update_norms_every and step and step != self._norms_step:
+            from graftlab.core.adapter.update_norms import relative_update_sizes
+
+            self.session.emit(UpdateNorms(step, relative_update_sizes(self.session.model)))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        session = self.session
+        self._emit_update_norms(state.global_step)
+        if session.paused and not session.stop_requested:
+            session.emit(Paused(state.global_step))
+            t = monotonic()
+            session.wait_while_paused()  # model and optimizer stay resident while we block here
+            self._paused_total += monotonic() - t
+            if not session.stop_requested:
+                session.emit(Resumed(state.global_step))
+        t = self.session.cfg.training
+        if (t.checkpoint_every and state.global_step % t.checkpoint_every == 0) or (
+            t.checkpoint_minutes
+            and self.active_seconds() - self._last_checkpoint >= 60 * t.checkpoint_minutes
+        ):
+            control.should_save = True
+        if session.stop_requested:
+            control.should_training_stop = True
+            control.should_save = True  # a stopped run can always be resumed
+        return control

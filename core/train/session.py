@@ -1,0 +1,221 @@
+"""A training session: run.yaml in, trained adapter and metrics.jsonl out.
+
+Order of work is chosen so that bad input fails fast and cheaply: the config, the module tree and
+the adapter plan are checked on the meta device, then the output folder, then the data, and only
+then are weights loaded. Every step emits plain events to the sinks (GUI, CLI, metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from graftlab.core.adapter.plan import AdapterPlan, plan_adapter
+from graftlab.core.config import RunConfig
+from graftlab.core.errors import RunStopped, UserError
+from graftlab.core.model.loading import (
+    check_weights,
+    load_base_model,
+    load_tokenizer,
+    quiet_libraries,
+)
+from graftlab.core.model.module_tree import ModuleTree, build_tree
+from graftlab.core.model.sources import resolve_source
+from graftlab.core.train.checkpoints import CheckpointInfo
+from graftlab.core.train.device import pick_device_and_precision
+from graftlab.core.train.events import Event, Failed, Finished, JsonlSink, Message, Started
+from graftlab.core.train.lifecycle import RunControl
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    adapter_dir: Path | None
+    steps: int
+    stopped_early: bool
+    train_loss: float | None
+
+
+class TrainingSession(RunControl):
+    """One training run. `run()` blocks; stop/pause requests may come from any thread."""
+
+    def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = (),
+                 resume: bool = False) -> None:
+        """Args:
+            cfg: the run.
+            sinks: callables that receive every event.
+            resume: continue the run in ``cfg.training.output_dir`` from its latest complete
+                checkpoint instead of starting a new run folder.
+        """
+        super().__init__()
+        self.cfg = cfg
+        self.resume = resume
+        self.sinks = list(sinks)
+        self.model: Any = None
+        self.plan: AdapterPlan | None = None
+        self.run_dir = Path(cfg.training.output_dir)
+        self._jsonl: JsonlSink | None = None
+        self._early: list[Event] = []
+
+    def _module_tree(self) -> ModuleTree:
+        """The module tree for planning: from config.json alone for Llama-family models (no
+        meta-device skeleton to build), else from the skeleton."""
+        from graftlab.core.model.shape_tree import quick_tree
+
+        m = self.cfg.model
+        quick = quick_tree(m.source, m.task, m.trust_remote_code) if m.num_labels is None \
+            else None
+        return quick or build_tree(m.source, m.task, m.trust_remote_code, m.num_labels)
+
+    def snapshot_adapter(self, out_dir: str | Path) -> list[tuple[Path, int]]:
+        """Save the adapter as it is now (for "export while paused"); atomic like every export.
+
+        Call it only while the run is paused (or finished): the training thread is then
+        blocked between steps, so the weights are not changing underneath the save.
+        """
+        from graftlab.core.adapter.export import save_adapter
+
+        if self.model is None:
+            raise UserError("the model is not loaded yet; wait for the first step, then pause "
+                            "and export.")
+        if not self.paused and self._jsonl is not None:
+            raise UserError("pause the run before exporting its adapter mid-training.")
+        source = resolve_source(self.cfg.model.source, self.cfg.model.trust_remote_code)
+        return save_adapter(self.model, out_dir, source.name)
+
+    def emit(self, event: Event) -> None:
+        if self._jsonl is None:  # the run folder does not exist yet: replay these into it
+            self._early.append(event)
+        for sink in self.sinks:
+            sink(event)
+
+    def _open_run_dir(self, task: str, checkpoint: CheckpointInfo | None) -> None:
+        """Create (or reopen, on resume) the run folder, once all input is known to be good."""
+        from graftlab.core.train.checkpoints import truncate_metrics
+        from graftlab.core.train.run_dir import prepare_run_dir, write_resolved_run
+
+        assert self.plan is not None
+        if checkpoint is not None:
+            truncate_metrics(self.run_dir / "metrics.jsonl", checkpoint.step)
+        else:
+            self.run_dir = prepare_run_dir(self.cfg.training.output_dir)
+            write_resolved_run(self.run_dir, self.cfg, self.plan, task)
+        self._jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
+        for event in self._early:
+            self._jsonl(event)
+        self._early.clear()
+        self.sinks.append(self._jsonl)
+        if checkpoint is not None:
+            self.emit(Message(f"resuming from {checkpoint.path.name} (step "
+                              f"{checkpoint.step} of {checkpoint.max_steps})"))
+
+    def _check_stop(self) -> None:
+        if self.stop_requested:
+            raise RunStopped
+
+    # ---- the run --------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        from graftlab.core.train.checkpoints import latest_checkpoint
+        from graftlab.core.train.run_dir import check_run_dir
+
+        cfg = self.cfg
+        quiet_libraries()
+        try:
+            checkpoint = None
+            if self.resume:  # fail fast on a folder that cannot be resumed
+                self.run_dir = Path(cfg.training.output_dir)
+                checkpoint = latest_checkpoint(self.run_dir)
+            tree = self._module_tree()
+            self.plan = plan_adapter(tree, cfg.adapter)
+            for w in self.plan.warnings:
+                self.emit(Message(w, "warning"))
+            check_weights(resolve_source(cfg.model.source, cfg.model.trust_remote_code),
+                          cfg.model.allow_pickle_weights)
+            if checkpoint is None:
+                check_run_dir(cfg.training.output_dir)  # fail before loading anything
+            self._check_stop()
+            return self._train(tree.task, checkpoint)
+        except RunStopped:
+            self.emit(Finished(0, True, None, None, 0.0))
+            return RunResult(self.run_dir, None, 0, True, None)
+        except UserError as exc:
+            self.emit(Failed(exc.message, True, field=exc.field))
+            raise
+        except Exception as exc:
+            self.emit(Failed(f"internal error: {exc}", False, traceback.format_exc()))
+            raise
+        finally:
+            if self._jsonl is not None:
+                self._jsonl.close()
+                self.sinks.remove(self._jsonl)
+                self._jsonl = None
+
+    def _train(self, task: str, checkpoint: CheckpointInfo | None) -> RunResult:
+        import torch
+        from graftlab.core.adapter.export import save_adapter
+        from graftlab.core.data.dataset import prepare
+        from graftlab.core.data.packing import choose_collator
+        from graftlab.core.train.callbacks import SessionCallback, training_arguments
+        from graftlab.core.train.checkpoints import make_trainer_class
+        from peft import get_peft_model
+        from transformers import PrinterCallback
+
+        cfg, plan = self.cfg, self.plan
+        assert plan is not None
+        device, precision, notes = pick_device_and_precision(cfg)
+        for n in notes:
+            self.emit(Message(n, "warning"))
+        source = resolve_source(cfg.model.source, cfg.model.trust_remote_code)
+        tokenizer = load_tokenizer(source)
+        data = prepare(cfg.data, tokenizer, task, cfg.training.seed)
+        self.emit(Message(f"data: {len(data.train)} training examples ({data.format}), "
+                          f"{data.num_dropped} dropped, {data.num_truncated} truncated"
+                          + (f", {len(data.eval)} held out" if data.eval is not None else "")))
+        self._check_stop()
+        dtype = torch.bfloat16 if precision == "bf16" and device == "cuda" else torch.float32
+        model, _tok, _task = load_base_model(
+            cfg.model.source, task, trust_remote_code=cfg.model.trust_remote_code,
+            allow_pickle=cfg.model.allow_pickle_weights, num_labels=cfg.model.num_labels,
+            label_names=data.label_names, dtype=dtype, device=device)
+        model.config.use_cache = False  # a KV cache in training is wasted work (and breaks packing)
+        if model.config.pad_token_id is None:  # classifiers find the last token by padding
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self._check_stop()
+        torch.manual_seed(cfg.training.seed)  # LoRA A init draws from the global RNG
+        self.model = get_peft_model(model, plan.lora_config())
+        self._check_stop()
+        self._open_run_dir(task, checkpoint)
+        args = training_arguments(cfg, self.run_dir, device, precision,
+                                  has_eval=data.eval is not None)
+        started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
+                          device, precision, len(data.train))
+        callback = SessionCallback(self, started)
+        collator, packing_note = choose_collator(self.model, tokenizer, task,
+                                                 cfg.training.packing)
+        if packing_note:
+            self.emit(Message(packing_note))
+        trainer = make_trainer_class()(
+            model=self.model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+            data_collator=collator, callbacks=[callback])
+        trainer.checkpoint_limit = cfg.training.checkpoint_limit
+        trainer.remove_callback(PrinterCallback)
+        output = trainer.train(
+            resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
+        if callback.diverged:
+            raise UserError(callback.diverged + ".", field="training.learning_rate")
+        if data.eval is not None and not callback.evaluated_at_end:
+            trainer.evaluate()
+        step = trainer.state.global_step
+        stopped = self.stop_requested
+        adapter_dir: Path | None = None
+        if not stopped or self.save_on_stop:
+            adapter_dir = self.run_dir / "adapter"
+            save_adapter(self.model, adapter_dir, source.name)
+        self.emit(Finished(step, stopped, str(adapter_dir) if adapter_dir else None,
+                           float(output.training_loss) if step else None,
+                           callback.active_seconds()))
+        return RunResult(self.run_dir, adapter_dir, step, stopped,
+                         float(output.training_loss) if step else None)
