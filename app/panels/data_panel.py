@@ -18,7 +18,7 @@ from graftlab.app.run.background import BackgroundJobs
 from graftlab.core.config import DATA_FORMATS, DataConfig
 from graftlab.core.errors import UserError
 from graftlab.core.model.demo import DEMO_DATASETS
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qdebounced
 
 COLUMN_ROLES = (("text_column", "Text column", ("text", "classification")),
                 ("prompt_column", "Prompt column", ("prompt-completion",)),
@@ -221,8 +222,7 @@ class DataPanel(QWidget):
         layout.addWidget(top)
         layout.addWidget(split, 1)
 
-        self._timer = QTimer(self, singleShot=True, interval=300)
-        self._timer.timeout.connect(self.refresh)
+        self._refresh_pending = False
         self.path_edit.editingFinished.connect(self._on_edited)
         self.format_combo.activated.connect(self._on_edited)
         for spin in (self.max_length_spin, self.eval_spin, self.max_examples_spin):
@@ -295,14 +295,21 @@ class DataPanel(QWidget):
         self.changed.emit()
 
     def schedule_refresh(self) -> None:
-        self._timer.start()
+        """Preview again once the edits have paused for 300 ms."""
+        self._refresh_pending = True
+        self._refresh_when_quiet()
+
+    @qdebounced(timeout=300)
+    def _refresh_when_quiet(self) -> None:
+        self.refresh()
 
     def is_loading(self) -> bool:
-        return self._loading or self._timer.isActive()
+        return self._loading or self._refresh_pending
 
     @Slot()
     def refresh(self) -> None:
-        self._timer.stop()
+        self._refresh_pending = False
+        self._refresh_when_quiet.cancel()
         cfg = self.values()
         if not cfg.path:
             self.error_label.show_message("Choose a data file or a demo set such as "

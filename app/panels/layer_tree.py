@@ -18,7 +18,7 @@ from graftlab.app.panels.tree_model import (
     ModuleTreeModel,
 )
 from graftlab.core.errors import UserError
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QTimer, Signal, Slot
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qdebounced
 
 PRESETS = (("attention", "Attention"), ("mlp", "MLP"), ("all-linear", "All linear"),
            ("none", "None"))
@@ -90,9 +91,7 @@ class LayerTreeWidget(QWidget):
         self.tick_button.setToolTip("Tick every module the filter matches that can carry LoRA")
         self.untick_button.setToolTip("Untick every module the filter matches")
         self.filter_error = ErrorLabel()
-        self._filter_timer = QTimer(self, singleShot=True, interval=150)
-        self._filter_timer.timeout.connect(self.apply_filter)
-        self.filter_edit.textChanged.connect(self._filter_timer.start)
+        self.filter_edit.textChanged.connect(self._filter_when_quiet)
         self.filter_edit.returnPressed.connect(self.apply_filter)
         self.tick_button.clicked.connect(self.tick_matches)
         self.untick_button.clicked.connect(self.untick_matches)
@@ -242,10 +241,14 @@ class LayerTreeWidget(QWidget):
         self.model.set_selection(names)
         self.status.emit(f"Preset {name}: {len(names):,} modules ticked")
 
+    @qdebounced(timeout=150)
+    def _filter_when_quiet(self, *_text: str) -> None:
+        self.apply_filter()
+
     @Slot()
     @reports_errors
     def apply_filter(self) -> None:
-        self._filter_timer.stop()
+        self._filter_when_quiet.cancel()
         self.filter_error.clear_message()
         text = self.filter_edit.text().strip()
         tree = self.model.tree()
