@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from graftlab.app.errors import ErrorLabel
-from graftlab.app.panels.adapter_panel import style_plot
+from graftlab.app.panels.adapter_panel import static_plot
 from graftlab.app.run.background import BackgroundJobs
 from graftlab.core.config import DATA_FORMATS, DataConfig
 from graftlab.core.errors import UserError
@@ -192,14 +192,7 @@ class DataPanel(QWidget):
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        self.hist = pg.PlotWidget()
-        style_plot(self.hist)
-        hp = self.hist.getPlotItem()
-        hp.setMenuEnabled(False)
-        hp.setMouseEnabled(x=False, y=False)
-        hp.hideButtons()
-        hp.setLabel("bottom", "tokens per example (before truncation)")
-        hp.setLabel("left", "examples")
+        self.hist = static_plot("tokens per example (before truncation)", "examples")
         self.hist.setMinimumHeight(120)
         self._hist_bar: pg.BarGraphItem | None = None
         self._max_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#e5534b", width=1,

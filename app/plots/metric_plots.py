@@ -1,4 +1,4 @@
-"""Live training plots: a grid of pyqtgraph plots that share a linked step axis (STYLE.md §4).
+"""Live training plots: a grid of pyqtgraph plots that share a linked step axis.
 
 One PlotDataItem per metric is updated in place, at most once per redraw interval, from a
 `PeakSeries` (growable numpy arrays plus a min/max pyramid, see `decimate.py`). A curve is handed

@@ -17,7 +17,6 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from graftlab.app.dialogs.stop_dialog import CANCEL, SAVE, ask_end_now, ask_stop_choice
 from graftlab.app.errors import ErrorLabel, reports_errors, show_dialog
 from graftlab.app.panels.adapter_panel import AdapterPanel
 from graftlab.app.panels.data_panel import DataPanel
@@ -42,17 +41,15 @@ from graftlab.app.windows.actions import (
 )
 from graftlab.app.windows.adapter_folders import AdapterFolders
 from graftlab.app.windows.drops import accept_local_files, drop_kind, dropped_paths
+from graftlab.app.windows.run_commands import RunCommands
 from graftlab.app.windows.run_files import RunFiles, default_run
 from graftlab.app.windows.run_form import RunForm
 from graftlab.app.windows.status_bar import RunStatusBar
-from graftlab.core.adapter.plan import AdapterPlan, plan_adapter
-from graftlab.core.config import RunConfig, validate
+from graftlab.core.adapter.plan import AdapterPlan
+from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
 from graftlab.core.model.module_tree import ModuleTree
 from graftlab.core.model.sources import ModelSource
-from graftlab.core.train.checkpoints import CheckpointInfo
-from graftlab.core.train.events import Event, Failed
-from graftlab.core.train.lifecycle import RunPhase
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QResizeEvent
 from PySide6.QtWidgets import (
@@ -65,10 +62,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 from superqt.utils import qdebounced
-
-# Greying out the panels at Start repaints most of the window (~40 ms offscreen). It happens
-# this long after Start, so it is not in the same frame as the monitor tab's first paint.
-PANEL_LOCK_DELAY_MS = 20
 
 
 class MainWindow(QMainWindow):
@@ -83,8 +76,6 @@ class MainWindow(QMainWindow):
         self.controller = RunController(self)
         self.last_error: str | None = None
         self._close_after_run = False
-        self.stop_chooser = ask_stop_choice  # (window) -> save/discard/cancel; tests replace it
-        self.end_chooser = ask_end_now  # (window) -> kill a run that is still stopping?
 
         self._build_panels(probe_device)
         self._build_layout()
@@ -101,12 +92,22 @@ class MainWindow(QMainWindow):
             show_run=self.apply_run_config, show_status=self._show_status,
             run_in_progress=self.controller.is_running,
             output_dir=lambda: self.training_panel.values().output_dir,
-            start_resumed=self._start_resumed)
+            start_resumed=lambda *args: self.commands.start_resumed(*args))
         self._build_actions()
         self.adapters = AdapterFolders(
             self, self.settings, self.controller, self.export_current_action,
             model=self.model_panel.values, show_status=self._show_status,
             log_line=self.log_view.add_line)
+        self.commands = RunCommands(
+            self, self.controller, self.form, plots=self.plots, log_view=self.log_view,
+            pause_action=self.pause_action, stop_action=self.stop_action,
+            idle_actions=[self.open_model_action, self.open_config_action,
+                          self.open_cache_action, self.open_run_action, self.start_action,
+                          self.resume_run_action],
+            locked_while_running=[self.layer_tree, self.adapter_panel, self.data_panel,
+                                  self.model_panel],
+            show_status=self._show_status,
+            show_monitor=lambda: self.tabs.setCurrentWidget(self.monitor_split))
         self._build_menus()
         self._connect()
         self._restore_window()
@@ -245,8 +246,6 @@ class MainWindow(QMainWindow):
         self.preset_actions = {
             k: act(f"Preset: {label}", lambda k=k: self.layer_tree.apply_preset(k), f"Ctrl+{n}")
             for n, (k, label) in zip((1, 2, 3, 0), PRESETS, strict=True)}
-        self.pause_action.setEnabled(False)
-        self.stop_action.setEnabled(False)
 
     def _build_menus(self) -> None:
         self.recent_menu = recent_models_menu(self, self.settings.recent_models,
@@ -273,16 +272,13 @@ class MainWindow(QMainWindow):
         self.layer_tree.status.connect(self._show_status)
         self.training_panel.bind(self.controller)
         self.training_panel.start_requested.connect(self.start_training)
-        self.training_panel.stop_requested.connect(self._on_stop_requested)
+        self.training_panel.stop_requested.connect(self.commands.ask_and_stop)
         # a new step count: warm the plots again with the run's step axis (see _warm_monitor)
         self.training_panel.fields["max_steps"].valueChanged.connect(
             self._warm_monitor_when_quiet)
         self.controller.events.connect(self.plots.append_events)
         self.controller.events.connect(self.log_view.append_events)
         self.controller.events.connect(self.heatmap_panel.append_events)
-        self.controller.events.connect(self._on_run_events)
-        self.controller.phase_changed.connect(self._on_phase_changed)
-        self.controller.failed.connect(self._on_run_failed)
         self.controller.finished.connect(self._on_run_finished)
         # heatmap, memory estimate and compatibility follow the plan (after the recount above)
         self.tree_model.selection_changed.connect(self._on_plan_for_views)
@@ -366,126 +362,20 @@ class MainWindow(QMainWindow):
         if not self.run_files.restore_last_session():
             self.form.show_default(default_run())
 
-    # ---- training (the RunController owns the run; these are the window's checks) ----------
-    @reports_errors
+    # ---- training (RunCommands asks and checks; the RunController runs) --------------------
     def start_training(self) -> None:
-        if self.controller.is_running():
-            return
-        if self.tree is None or self.source is None:
-            raise UserError("open a model first (File > Open model folder, or a demo).",
-                            field="model.source")
-        cfg = self.form.checked_run_config()
-        validate(cfg, "run settings")
-        plan_adapter(self.tree, cfg.adapter, "layer tree")
-        from graftlab.core.model.loading import check_weights
+        self.commands.start_training()
 
-        check_weights(self.source, cfg.model.allow_pickle_weights)  # the CLI's exact sentence
-        self.plots.clear()
-        self.log_view.add_line(f"Starting: {self.source.spec}, {len(cfg.adapter.targets):,} "
-                               "modules with adapters")
-        self.controller.start(cfg)
-        self.tabs.setCurrentWidget(self.monitor_split)
-        self._show_status("Training started")
-
-    def _start_resumed(self, cfg: RunConfig, history: list[Event],
-                       checkpoint: CheckpointInfo) -> None:
-        """RunFiles.resume_run: show the run folder's run.yaml and history, and go on."""
-        self.apply_run_config(cfg)
-        self.plots.load_history(history)
-        run_dir = Path(cfg.training.output_dir)
-        self.log_view.add_line(f"Resuming {run_dir} from step {checkpoint.step} of "
-                               f"{checkpoint.max_steps}")
-        self.controller.start(cfg, resume=True)
-        self.tabs.setCurrentWidget(self.monitor_split)
-        self._show_status(f"Resuming {run_dir.name} at step {checkpoint.step}")
-
-    @Slot()
-    def pause_training(self) -> None:
-        self.controller.pause()
-
-    @Slot()
     def resume_training(self) -> None:
         self.controller.resume()
 
-    @Slot()
-    def stop_training(self, save: bool = True) -> None:
-        if self.controller.is_running():
-            self.controller.stop(save)
-            self._show_status("Stopping after the current step…", 0)
-
-    @Slot(bool)
-    def _on_stop_requested(self, save: bool) -> None:
-        self.ask_and_stop()
+    def ask_and_stop(self) -> str:
+        return self.commands.ask_and_stop()
 
     @Slot(object)
-    def _on_phase_changed(self, phase: RunPhase) -> None:
-        running = phase is not RunPhase.IDLE
-        if running:  # greying the panels repaints most of the window: one frame after Start's
-            QTimer.singleShot(PANEL_LOCK_DELAY_MS, self, self._lock_panels_while_running)
-        else:
-            self._lock_panels_while_running()
-        for a in (self.open_model_action, self.open_config_action, self.open_cache_action,
-                  self.open_run_action, self.start_action, self.resume_run_action):
-            a.setEnabled(not running)
-        self.pause_action.setEnabled(phase in (RunPhase.STARTING, RunPhase.RUNNING,
-                                               RunPhase.PAUSING, RunPhase.PAUSED))
-        self.stop_action.setEnabled(running)
-
-    @Slot()
-    def _lock_panels_while_running(self) -> None:
-        """The model, tree, adapter and data panels are read-only while a run is in progress
-        (Start and the open actions are disabled at once, by `_on_phase_changed`)."""
-        running = self.controller.is_running()
-        for w in (self.layer_tree, self.adapter_panel, self.data_panel, self.model_panel):
-            w.setEnabled(not running)
-
-    @Slot(object)
-    def _on_run_events(self, batch: list[Any]) -> None:
-        for ev in batch:
-            if isinstance(ev, Failed):
-                self.last_error = ev.message
-
-    @Slot(str)
-    def _on_run_failed(self, message: str) -> None:
-        exc = self.controller.last_error
-        if isinstance(exc, UserError):
-            self.report_error(exc)
-        else:
-            self.last_error = message.strip().splitlines()[-1] if message.strip() else message
-            box = QMessageBox(QMessageBox.Icon.Critical, "Training failed",
-                              "The run failed. The app is still usable; details below.",
-                              QMessageBox.StandardButton.Ok, self)
-            box.setDetailedText(message)
-            box.open()
-
-    @Slot(object)
-    def _on_run_finished(self, result: Any) -> None:
-        adapter_dir = getattr(result, "adapter_dir", None)
-        if adapter_dir:
-            self._show_status(f"Run finished; adapter saved to {adapter_dir}")
+    def _on_run_finished(self, _result: Any) -> None:
         if self._close_after_run:
             QTimer.singleShot(0, self, self.close)
-
-    @Slot()
-    def ask_and_stop(self) -> str:
-        """Stop asks: save the adapter, discard it, or cancel (`stop_chooser`, Save default)."""
-        if not self.controller.is_running():
-            return CANCEL
-        if self.controller.phase() is RunPhase.STOPPING:  # asked before; not stopped yet
-            self.end_if_wanted()
-            return CANCEL
-        choice = self.stop_chooser(self)
-        if choice != CANCEL and self.controller.is_running():
-            self.stop_training(save=choice == SAVE)
-        return choice
-
-    def end_if_wanted(self) -> bool:
-        """A run that is still stopping: ask (`end_chooser`), then end its process now."""
-        if self.controller.is_running() and self.end_chooser(self):
-            self.controller.kill()
-            self._show_status("Ending the training process…", 0)
-            return True
-        return False
 
     # ---- heatmap and memory estimate ------------------------------------------------------
     @Slot()
@@ -571,8 +461,8 @@ class MainWindow(QMainWindow):
                     event.ignore()
                     return
                 self._close_after_run = True
-                self.stop_training(save=True)
-            elif self.end_if_wanted():  # closed again while it is still stopping
+                self.commands.stop_training(save=True)
+            elif self.commands.end_if_wanted():  # closed again while it is still stopping
                 event.ignore()  # closes on the controller's `finished`, in a moment
                 return
             if not self.controller.shutdown(3000):

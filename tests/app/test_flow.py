@@ -131,7 +131,7 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
     # Resume, then Stop (Save)
     qtbot.mouseClick(w.training_panel.resume_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: steps()[-1] > paused_at, timeout=30_000)
-    w.stop_chooser = lambda parent: SAVE
+    w.commands.stop_chooser = lambda parent: SAVE
     with qtbot.waitSignal(w.controller.finished, timeout=60_000):
         w.stop_action.trigger()
     result = results[0]

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 from graftlab.app.panels.heatmap_panel import HeatmapPanel
-from graftlab.app.plots.heatmap import format_value
+from graftlab.app.plots.heatmap_grid import format_value
 from graftlab.core.adapter.plan import plan_adapter
 from graftlab.core.config import AdapterConfig, Override
 from graftlab.core.model.module_tree import build_tree

@@ -54,7 +54,7 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
     w.start_action.trigger()
     qtbot.waitUntil(lambda: len(steps_of(batches)) >= 3, timeout=120_000)
     asked: list = []
-    w.stop_chooser = lambda parent: asked.append(parent) or DISCARD
+    w.commands.stop_chooser = lambda parent: asked.append(parent) or DISCARD
     with qtbot.waitSignal(w.controller.finished, timeout=60_000):
         w.stop_action.trigger()
     assert asked == [w]
@@ -138,11 +138,11 @@ def test_cancel_keeps_training_and_save_stops_with_the_adapter(qtbot, window, fa
     w.controller.finished.connect(results.append)
     w.start_training()
     assert w.last_error is None and w.controller.is_running()
-    w.stop_chooser = lambda parent: CANCEL
+    w.commands.stop_chooser = lambda parent: CANCEL
     w.training_panel.stop_button.click()
     qtbot.wait(50)
     assert w.controller.is_running() and w.training_panel.state() == "running"
-    w.stop_chooser = lambda parent: SAVE
+    w.commands.stop_chooser = lambda parent: SAVE
     with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         w.training_panel.stop_button.click()
     assert results[0].stopped_early and results[0].adapter_dir is not None
@@ -175,6 +175,6 @@ def test_export_while_paused_holds_a_resume_until_the_save_is_done(qtbot, window
     assert fake.snapshot_log == [(str(tmp_path / "snap"), True)]
     assert w.adapters.last_snapshot[0][0] == tmp_path / "snap" / "adapter_model.safetensors"
     qtbot.waitUntil(lambda: len(steps_of(batches)) > n + 3, timeout=10_000)  # resumed
-    w.stop_chooser = lambda parent: SAVE
+    w.commands.stop_chooser = lambda parent: SAVE
     with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         w.ask_and_stop()

@@ -150,7 +150,7 @@ def test_a_worker_exception_never_takes_the_app_down(qtbot, window, monkeypatch,
     w.controller.events.connect(lambda b: steps.extend(e for e in b if isinstance(e, Step)))
     w.start_action.trigger()
     qtbot.waitUntil(lambda: len(steps) >= 3, timeout=10_000)
-    w.stop_chooser = lambda parent: "save"
+    w.commands.stop_chooser = lambda parent: "save"
     with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         w.stop_action.trigger()
     assert fake.created == 2
@@ -198,8 +198,8 @@ def test_a_run_that_does_not_stop_can_be_ended_from_stop_or_close(qtbot, window,
     w.show()
     prepare(qtbot, w, tmp_path / "run")
     asked: list[bool] = []
-    w.end_chooser = lambda parent: asked.append(True) or len(asked) > 1  # Wait, then End now
-    w.stop_chooser = lambda parent: "save"
+    w.commands.end_chooser = lambda parent: asked.append(True) or len(asked) > 1  # Wait, then End now
+    w.commands.stop_chooser = lambda parent: "save"
     w.start_action.trigger()
     qtbot.waitUntil(lambda: w.plots.point_count("loss") > 0, timeout=10_000)
     w.stop_action.trigger()
@@ -218,7 +218,7 @@ def test_a_run_that_does_not_stop_can_be_ended_from_stop_or_close(qtbot, window,
 
     # closing: the first close stops; closing again while it is still stopping ends it
     asked.clear()
-    w.end_chooser = lambda parent: asked.append(True) or True
+    w.commands.end_chooser = lambda parent: asked.append(True) or True
     w._ask_stop_on_close = lambda: True
     w.start_action.trigger()
     qtbot.waitUntil(lambda: w.controller.is_running() and w.plots.point_count("loss") > 0,
