@@ -304,24 +304,11 @@ class MainWindow(QMainWindow):
             return
         self.last_error = exc.message
         self._show_status(exc.message)
-        key = exc.field or ""
-        if key.startswith("model."):
-            self.model_panel.show_error(exc.message)
-        elif key.startswith("adapter.targets") or key.startswith("adapter.overrides"):
-            self.tree_error.show_message(exc.message)
-        elif key.startswith("adapter."):
-            self.adapter_panel.show_field_error(exc.message)
-            self.tabs.setCurrentWidget(self.adapter_panel)
-        elif key.startswith("data."):
-            self.data_panel.show_field_error(exc.message)
-            self.tabs.setCurrentWidget(self.data_panel)
-        elif key.startswith("training."):
-            self.training_panel.show_error(key.partition(".")[2], exc.message)
-            self.tabs.setCurrentWidget(self.training_panel)
-        elif key in ("filter", "layers"):
-            self.layer_tree.filter_error.show_message(exc.message)
-        else:
+        shown = self.form.show_field_error(exc)
+        if shown is None:
             show_dialog(self, exc)
+        elif self.tabs.indexOf(shown) >= 0:
+            self.tabs.setCurrentWidget(shown)
 
     def _show_status(self, text: str, timeout_ms: int = 8000) -> None:
         self.status.show(text, timeout_ms)
@@ -424,16 +411,7 @@ class MainWindow(QMainWindow):
 
     # ---- window state and closing ---------------------------------------------------------
     def _restore_window(self) -> None:
-        geometry = self.settings.geometry()
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        state = self.settings.window_state()
-        if state is not None:
-            self.restoreState(state)
-        for split in (self.main_split, self.left_split, self.monitor_split):
-            saved = self.settings.splitter_state(split.objectName())
-            if saved is not None:
-                split.restoreState(saved)
+        self.settings.restore_layout(self, [self.main_split, self.left_split, self.monitor_split])
 
     def _ask_stop_on_close(self) -> bool:
         """True: stop (saving the adapter) and close; False: keep the window open."""
@@ -445,9 +423,7 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Save
 
     def _save_session(self) -> None:
-        splitters = {s.objectName(): s.saveState()
-                     for s in (self.main_split, self.left_split, self.monitor_split)}
-        self.settings.save_window(self.saveGeometry(), self.saveState(), splitters)
+        self.settings.save_layout(self, [self.main_split, self.left_split, self.monitor_split])
         self.settings.set_last_dir("model", self.model_panel.last_dir)
         self.settings.set_last_dir("data", self.data_panel.last_dir)
         with contextlib.suppress(Exception):  # never block closing on a half-entered form

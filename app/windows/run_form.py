@@ -70,6 +70,30 @@ class RunForm(QObject):
         self.tree_model.error.connect(self._on_tree_error)
         adapter_panel.settings_changed.connect(self._on_adapter_settings)
 
+    def show_field_error(self, exc: UserError) -> QWidget | None:
+        """Show a core UserError next to the field it names; returns the widget that shows it
+        (the window brings its tab forward), None when no field of the form is named."""
+        key, message = exc.field or "", exc.message
+        if key.startswith("model."):
+            self.model_panel.show_error(message)
+            return self.model_panel
+        if key.startswith(("adapter.targets", "adapter.overrides")):
+            self.tree_error.show_message(message)
+            return self.tree_error
+        if key.startswith("adapter."):
+            self.adapter_panel.show_field_error(message)
+            return self.adapter_panel
+        if key.startswith("data."):
+            self.data_panel.show_field_error(message)
+            return self.data_panel
+        if key.startswith("training."):
+            self.training_panel.show_error(key.partition(".")[2], message)
+            return self.training_panel
+        if key in ("filter", "layers"):
+            self.layer_tree.filter_error.show_message(message)
+            return self.layer_tree
+        return None
+
     def show_default(self, cfg: RunConfig) -> None:
         """First start: `cfg`'s settings, its model with the default preset ticked."""
         self.adapter_panel.set_values(cfg.adapter.rank, cfg.adapter.alpha, cfg.adapter.dropout,
