@@ -177,7 +177,7 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
     # run.yaml: save from the window, open in another, the same resolved run
     saved = w.run_files.save_run(tmp_path / "run.yaml")
     w2 = make_window()
-    w2.load_run_file(saved)
+    w2.run_files.load_run_file(saved)
     wait_loaded(qtbot, w2)
     assert w2.last_error is None
     assert w2.run_config() == w.run_config()

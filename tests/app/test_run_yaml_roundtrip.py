@@ -31,12 +31,12 @@ def test_save_load_save_is_identical(qtbot, make_window, tmp_path):
     assert "targets:" in text and "rank: 16" in text
 
     w2 = make_window()
-    w2.load_run_file(first)
+    w2.run_files.load_run_file(first)
     wait_loaded(qtbot, w2)
     assert w2.last_error is None
     assert w2.run_state() == state
     second = tmp_path / "second.yaml"
-    w2.save_run(second)
+    w2.run_files.save_run(second)
     assert second.read_text() == text
     assert RunConfig.load(second) == RunConfig.load(first)
     assert w2.plan.trainable_params == w.plan.trainable_params
