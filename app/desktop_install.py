@@ -39,10 +39,16 @@ def data_home() -> Path:
 
 
 def exec_line() -> str:
-    """``Exec`` value: this interpreter running the GUI, which opens any files it is given."""
-    python = sys.executable or "python3"
+    """``Exec`` value: this installation's GUI, which opens any files it is given.
+
+    From Python it is this interpreter with ``-m graftlab.app``; a frozen build is its own
+    executable, which opens the window on ``graftlab gui FILES``.
+    """
+    program = sys.executable or "python3"
     # Desktop-entry quoting: double quotes around arguments with reserved characters.
-    quoted = f'"{python}"' if any(c in python for c in ' \t"\'\\><~|&;$*?#()`') else python
+    quoted = f'"{program}"' if any(c in program for c in ' \t"\'\\><~|&;$*?#()`') else program
+    if getattr(sys, "frozen", False):
+        return f"{quoted} gui %F"
     return f"{quoted} -m graftlab.app %F"
 
 

@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return gui_main([])
     if args[0] == "install-desktop":
         return _install_desktop(args[1:])
+    if args[0] == "gui":  # `graftlab gui FILES...`: the window, opening the given files
+        from graftlab.app.__main__ import main as gui_main
+
+        return gui_main(args[1:])
     from graftlab.core.cli import main as cli_main
 
     return cli_main(args)

@@ -163,3 +163,18 @@ def test_example_run_files_are_valid_runs(name):
     cfg = RunConfig.from_dict(yaml.safe_load(text), where=name)
     validate(cfg, where=name)
     assert cfg.model.source.startswith("demo:")
+
+
+def test_a_frozen_build_opens_files_through_its_own_executable(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/opt/graftlab/graftlab")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert desktop_install.exec_line() == "/opt/graftlab/graftlab gui %F"
+
+
+def test_gui_subcommand_opens_the_window_with_its_files(monkeypatch):
+    import graftlab.app.__main__ as gui
+    from graftlab.app.launcher import main
+
+    seen = []
+    monkeypatch.setattr(gui, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["gui", "a/run.yaml"]) == 0 and seen == [["a/run.yaml"]]
