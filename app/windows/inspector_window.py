@@ -79,6 +79,29 @@ class InspectorWindow(QMainWindow):
         self._compare.succeeded.connect(self._on_compare_succeeded)
         self._compare.failed.connect(self._on_compare_failed)
 
+        top, summary_box = self._build_header()
+        modules_split = self._build_modules_page()
+        self.heatmap = HeatmapWidget()
+        self.heatmap.value_label = "Update norm ‖scale·B·A‖_F"
+        self.heatmap.module_clicked.connect(self.select_module)
+        self.compat_table = self._build_compat_table()
+        self.compare_page = self._build_compare_page()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(modules_split, "Modules")
+        self.tabs.addTab(self.heatmap, "Heatmap")
+        self.tabs.addTab(self.compat_table, "Compatibility")
+        self.tabs.addTab(self.compare_page, "Compare")
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addLayout(top)
+        layout.addWidget(self.error_label)
+        layout.addWidget(summary_box)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+    def _build_header(self) -> tuple[QHBoxLayout, QGroupBox]:
+        """Open and Compare buttons with the folder's path; the adapter's summary."""
         self.open_button = QPushButton("Open adapter…")
         self.open_button.setShortcut(QKeySequence.StandardKey.Open)
         self.open_button.setToolTip("Choose a PEFT LoRA adapter folder (adapter_config.json + "
@@ -96,7 +119,6 @@ class InspectorWindow(QMainWindow):
         top.addWidget(self.open_button)
         top.addWidget(self.compare_button)
         top.addWidget(self.path_label, 1)
-
         self.summary: dict[str, QLabel] = {}
         summary_box = QGroupBox("Adapter")
         form = QFormLayout(summary_box)
@@ -107,7 +129,10 @@ class InspectorWindow(QMainWindow):
             label.setWordWrap(True)
             self.summary[key] = label
             form.addRow(key, label)
+        return top, summary_box
 
+    def _build_modules_page(self) -> QSplitter:
+        """The modules table over the selected module's singular-value spectrum."""
         self.modules_model = RowsModel(MODULE_COLUMNS, self)
         self.table = make_table(self.modules_model)
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection)
@@ -129,23 +154,25 @@ class InspectorWindow(QMainWindow):
         modules_split.addWidget(self.table)
         modules_split.addWidget(spec_box)
         modules_split.setSizes([460, 240])
+        return modules_split
 
-        self.heatmap = HeatmapWidget()
-        self.heatmap.value_label = "Update norm ‖scale·B·A‖_F"
-        self.heatmap.module_clicked.connect(self.select_module)
-
-        self.compat_table = QTableWidget(0, 4)
-        self.compat_table.setHorizontalHeaderLabels(["Severity", "Tool", "Warning", "Source"])
-        self.compat_table.verticalHeader().setVisible(False)
-        self.compat_table.setWordWrap(True)
-        self.compat_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        ch = self.compat_table.horizontalHeader()
+    @staticmethod
+    def _build_compat_table() -> QTableWidget:
+        table = QTableWidget(0, 4)
+        table.setHorizontalHeaderLabels(["Severity", "Tool", "Warning", "Source"])
+        table.verticalHeader().setVisible(False)
+        table.setWordWrap(True)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        ch = table.horizontalHeader()
         ch.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         ch.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         ch.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         ch.setSectionResizeMode(3, QHeaderView.ResizeMode.Interactive)
         ch.resizeSection(3, 230)
+        return table
 
+    def _build_compare_page(self) -> QWidget:
+        """A comparison with a second adapter: common modules, and those only in one."""
         self.compare_label = QLabel("Choose “Compare with…” to compare this adapter with "
                                     "another one.")
         self.compare_label.setWordWrap(True)
@@ -163,21 +190,7 @@ class InspectorWindow(QMainWindow):
         cl.addWidget(self.compare_label)
         cl.addWidget(self.compare_table, 3)
         cl.addLayout(lists, 1)
-
-        self.tabs = QTabWidget()
-        self.tabs.addTab(modules_split, "Modules")
-        self.tabs.addTab(self.heatmap, "Heatmap")
-        self.tabs.addTab(self.compat_table, "Compatibility")
-        self.tabs.addTab(compare_page, "Compare")
-        self.compare_page = compare_page
-
-        central = QWidget()
-        layout = QVBoxLayout(central)
-        layout.addLayout(top)
-        layout.addWidget(self.error_label)
-        layout.addWidget(summary_box)
-        layout.addWidget(self.tabs, 1)
-        self.setCentralWidget(central)
+        return compare_page
 
     # ---- loading ----------------------------------------------------------------------------
     def is_busy(self) -> bool:
