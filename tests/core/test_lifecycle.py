@@ -121,3 +121,51 @@ def test_the_pause_point_does_not_block_once_resumed():
     control.request_resume()
     control.wait_while_paused()  # returns at once
     assert control.phase is P.RUNNING
+
+
+def test_a_process_session_keeps_requests_made_before_its_child_exists():
+    from graftlab.core.config import RunConfig
+    from graftlab.core.process.child import ProcessSession
+
+    session = ProcessSession(RunConfig(), command=["unused"])
+    assert session.phase is P.STARTING
+    session.request_pause()
+    assert session.phase is P.PAUSING and session.paused
+    session.request_resume()
+    session.request_stop(save=False)
+    assert session.phase is P.STOPPING and not session.save_on_stop
+
+
+CHILD_SCRIPT = r"""
+import json, sys
+sys.stdin.readline()  # the run
+for line in [
+    {"event": "started", "run_dir": "r", "total_steps": 3, "trainable_params": 1,
+     "base_params": 2, "device": "cpu", "precision": "fp32", "num_examples": 4},
+    {"event": "paused", "step": 1},
+    {"event": "resumed", "step": 1},
+    {"event": "finished", "step": 3, "stopped_early": False, "adapter_dir": None,
+     "train_loss": 1.0, "elapsed_s": 0.1},
+    {"result": {"run_dir": "r", "adapter_dir": None, "steps": 3, "stopped_early": False,
+                "train_loss": 1.0}},
+]:
+    print(json.dumps(line), flush=True)
+"""
+
+
+@pytest.mark.slow  # starts a (tiny) process
+def test_a_process_session_replays_its_childs_events_into_its_phase():
+    import sys
+
+    from graftlab.core.config import RunConfig
+    from graftlab.core.process.child import ProcessSession
+
+    seen = []
+    session = ProcessSession(RunConfig(), [lambda ev: seen.append((ev.kind, session.phase))],
+                             command=[sys.executable, "-c", CHILD_SCRIPT])
+    session.request_pause()  # before the child exists: sent when it starts
+    result = session.run()
+    assert result.steps == 3 and session.phase is P.FINISHED
+    # the phase has moved before each sink sees the event
+    assert seen == [("started", P.PAUSING), ("paused", P.PAUSED), ("resumed", P.RUNNING),
+                    ("finished", P.FINISHED)]
