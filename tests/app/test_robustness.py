@@ -198,7 +198,8 @@ def test_a_run_that_does_not_stop_can_be_ended_from_stop_or_close(qtbot, window,
     w.show()
     prepare(qtbot, w, tmp_path / "run")
     asked: list[bool] = []
-    w.commands.end_chooser = lambda parent: asked.append(True) or len(asked) > 1  # Wait, then End now
+    # Wait, then End now
+    w.commands.end_chooser = lambda parent: asked.append(True) or len(asked) > 1
     w.commands.stop_chooser = lambda parent: "save"
     w.start_action.trigger()
     qtbot.waitUntil(lambda: w.plots.point_count("loss") > 0, timeout=10_000)
