@@ -81,7 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.training.output_dir = str(run_dir)
         if args.max_steps is not None:
             cfg.training.max_steps = args.max_steps
-        return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=True))
+        return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=True,
+                                            strict=args.strict))
     if not args.run:
         raise UserError("no run file given; use `graftlab train RUN.yaml` or "
                         "`graftlab train --resume RUN_DIR`.")
@@ -91,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         cfg.training.max_steps = args.max_steps
     validate(cfg, args.run)
-    return _run_session(TrainingSession(cfg, [ProgressPrinter()]))
+    return _run_session(TrainingSession(cfg, [ProgressPrinter()], strict=args.strict))
 
 
 def _run_session(session: Any) -> int:
@@ -178,7 +179,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from graftlab.core.adapter.export import export_merged
 
     files = export_merged(args.base, args.adapter, args.output, args.task,
-                          args.trust_remote_code)
+                          args.trust_remote_code, overwrite=args.overwrite)
     for path, size in files:
         print(f"{size:>14,}  {path}")
     return 0
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "its last complete checkpoint")
     p.add_argument("--output", help="run folder (overrides training.output_dir)")
     p.add_argument("--max-steps", type=int, help="override training.max_steps")
+    p.add_argument("--strict", action="store_true", help="treat a compatibility finding "
+                   "(vLLM, llama.cpp, PEFT) as an error (exit 2) before anything is loaded")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("inspect", help="list a model's modules and what LoRA can wrap")
     p.add_argument("model", help="model folder, config.json, cached hub id, or demo:<name>")
@@ -214,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="merge an adapter into its base and save a full model")
     p.add_argument("adapter", help="PEFT adapter folder (a run's adapter/)")
     p.add_argument("--base", required=True, help="the base model (folder, cached id, demo:)")
-    p.add_argument("--output", required=True, help="folder for the merged model")
+    p.add_argument("--output", required=True, help="folder for the merged model (new, empty, "
+                   "or an earlier Graftlab export with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier Graftlab "
+                   "export at --output (kept until the new one is complete)")
     p.add_argument("--task", default="auto", choices=["auto", "causal-lm",
                                                       "sequence-classification"])
     p.add_argument("--trust-remote-code", action="store_true")

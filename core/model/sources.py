@@ -110,7 +110,8 @@ def resolve_source(spec: str, trust_remote_code: bool = False) -> ModelSource:
 
         folder = demo_model_path(spec[5:])
         check_config(folder)
-        return ModelSource(spec, "demo", folder, _weights_in(folder), spec)
+        # The real folder, not `demo:...`: other tools (llama.cpp's converter) read this name.
+        return ModelSource(spec, "demo", folder, _weights_in(folder), str(folder.resolve()))
     path = Path(os.path.expanduser(spec))
     if path.exists() or spec.startswith((".", "/", "~")) or os.sep in spec and path.suffix:
         if not path.exists():

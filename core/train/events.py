@@ -103,6 +103,15 @@ class Message(Event):
 
 
 @dataclass
+class Saving(Event):
+    """A checkpoint or the adapter is being written; the process must not be killed now."""
+
+    kind: ClassVar[str] = "saving"
+    step: int
+    what: str  # "checkpoint" or "adapter"
+
+
+@dataclass
 class Finished(Event):
     kind: ClassVar[str] = "finished"
     step: int
@@ -123,8 +132,8 @@ class Failed(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (Started, Step, Eval, UpdateNorms, Checkpoint, Paused, Resumed, Message, Finished,
-                Failed)
+    for cls in (Started, Step, Eval, UpdateNorms, Checkpoint, Paused, Resumed, Message, Saving,
+                Finished, Failed)
 }
 
 Sink = Callable[[Event], None]

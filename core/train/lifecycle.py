@@ -16,6 +16,7 @@ class RunControl:
         self._stop = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
+        self._blocked = threading.Event()  # set while the running thread waits in a pause
         self._save_on_stop = True
 
     def request_stop(self, save: bool = True) -> None:
@@ -43,5 +44,18 @@ class RunControl:
         return self._save_on_stop
 
     def wait_while_paused(self) -> None:
-        """Block the running thread until resumed or stopped."""
-        self._resume.wait()
+        """Block the running thread until resumed or stopped; meanwhile it counts as blocked."""
+        self._blocked.set()
+        try:
+            self._resume.wait()
+        finally:
+            self._blocked.clear()
+
+    @property
+    def blocked(self) -> bool:
+        """True only while the running thread is really waiting between steps."""
+        return self._blocked.is_set()
+
+    def wait_until_blocked(self, timeout_s: float) -> bool:
+        """Wait until the running thread is blocked in a pause; False after `timeout_s`."""
+        return self._blocked.wait(timeout_s)
