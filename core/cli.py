@@ -27,9 +27,10 @@ def _setup_env() -> None:
 class ProgressPrinter:
     """A one-line progress bar on a terminal; plain log lines otherwise."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self.stream, self.width = stream, width
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # now, not at import
+        self.width = width
+        self.tty = self.stream.isatty()
         self.total = 0
         self._last_print = 0.0
 

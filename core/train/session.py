@@ -139,12 +139,15 @@ class TrainingSession(RunControl):
 
         assert self.plan is not None
         findings = check_plan(self.plan, tree.model_type, tree.tie_word_embeddings)
-        lines = [f"{RUNTIME_NAMES.get(f.target, f.target)}: {f.message}" for f in findings]
+        names = [RUNTIME_NAMES.get(f.target, f.target) for f in findings]
+        lines = [f"{name}: {f.message}" for name, f in zip(names, findings, strict=True)]
         for line in lines:
             self.emit(Message(line, "warning"))
         if self.strict and lines:
-            raise UserError(f"{len(lines)} compatibility finding(s) with --strict, first: "
-                            f"{lines[0]}", field="adapter")
+            runtimes = ", ".join(dict.fromkeys(names))
+            raise UserError(f"--strict: {len(lines)} compatibility finding(s) for {runtimes} "
+                            f"(first, {lines[0].rstrip('.')}); change the adapter settings or "
+                            "train without --strict.", field="adapter")
 
     def _check_stop(self) -> None:
         if self.stop_requested:
