@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from graftlab.core.errors import UserError
-from graftlab.core.train.events import Event, Finished, Message, Started, Step
+from graftlab.core.train.events import Download, Event, Finished, Message, Started, Step
 
 
 def _setup_env() -> None:
@@ -51,6 +51,13 @@ class ProgressPrinter:
                 eta = f" eta {event.eta_s:5.0f}s" if event.eta_s is not None else ""
                 self._line(f"[{bar}] {event.step}/{self.total} loss {event.loss:.4f} "
                            f"{event.tokens_per_s:,.0f} tok/s{eta}", end=not self.tty)
+        elif isinstance(event, Download):
+            frac = event.done_bytes / event.total_bytes if event.total_bytes else 1.0
+            filled = int(frac * self.width)
+            done = event.done_bytes >= event.total_bytes
+            self._line(f"downloading weights [{'#' * filled}{'-' * (self.width - filled)}] "
+                       f"{event.done_bytes / 2**30:.2f} of {event.total_bytes / 2**30:.2f} GB "
+                       f"({event.file})", end=done or not self.tty)
         elif isinstance(event, Message) and event.level != "info":
             self._line(f"{event.level}: {event.text}", end=True)
         elif isinstance(event, Message):
@@ -178,9 +185,12 @@ def cmd_adapter_info(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from graftlab.core.adapter.export import export_merged
+    from graftlab.core.train.session import download_reporter
 
+    progress = download_reporter(ProgressPrinter())
     files = export_merged(args.base, args.adapter, args.output, args.task,
-                          args.trust_remote_code, overwrite=args.overwrite)
+                          args.trust_remote_code, overwrite=args.overwrite,
+                          on_download=progress)
     for path, size in files:
         print(f"{size:>14,}  {path}")
     return 0

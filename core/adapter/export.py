@@ -139,14 +139,15 @@ def check_adapter_fits(adapter_dir: str | Path, model_source: str, task: str = "
 
 
 def load_peft_model(model_source: str, adapter_dir: str | Path, task: str = "auto",
-                    trust_remote_code: bool = False) -> Any:
+                    trust_remote_code: bool = False, on_download: Any = None) -> Any:
     """Load base weights and apply the adapter (for merging, inspection and tests)."""
     from graftlab.core.model.loading import load_base_model
     from peft import PeftModel
 
     src = check_adapter_dir(adapter_dir)
     check_adapter_fits(src, model_source, task, trust_remote_code)
-    model, _tok, _task = load_base_model(model_source, task, trust_remote_code=trust_remote_code)
+    model, _tok, _task = load_base_model(model_source, task, trust_remote_code=trust_remote_code,
+                                         on_download=on_download)
     return PeftModel.from_pretrained(model, str(src))
 
 
@@ -159,7 +160,7 @@ def _weights_bytes(folder: Path | None) -> int:
 
 def export_merged(model_source: str, adapter_dir: str | Path, out_dir: str | Path,
                   task: str = "auto", trust_remote_code: bool = False,
-                  overwrite: bool = False) -> list[tuple[Path, int]]:
+                  overwrite: bool = False, on_download: Any = None) -> list[tuple[Path, int]]:
     """Merge the adapter into the base weights and save a standalone model with its tokenizer.
 
     The destination and the free disk space are checked before any weight is loaded.
@@ -171,8 +172,15 @@ def export_merged(model_source: str, adapter_dir: str | Path, out_dir: str | Pat
     check_output_dir(out_dir, overwrite)
     check_adapter_dir(adapter_dir)
     source = resolve_source(model_source, trust_remote_code)
-    check_free_space(out_dir, _weights_bytes(source.path if source.kind != "config" else None))
-    peft_model = load_peft_model(model_source, adapter_dir, task, trust_remote_code)
+    if source.weights == "hub":  # merged size = base size; known from the hub's file list
+        from graftlab.core.model.hub import repo_files, weight_files
+
+        need = sum(weight_files(repo_files(source.spec)).values())
+    else:
+        need = _weights_bytes(source.path if source.kind != "config" else None)
+    check_free_space(out_dir, need)
+    peft_model = load_peft_model(model_source, adapter_dir, task, trust_remote_code,
+                                 on_download)
     merged = peft_model.merge_and_unload()
     tokenizer = load_tokenizer(resolve_source(model_source, trust_remote_code))
     with graftlab_output(out_dir, "merged", overwrite) as tmp:

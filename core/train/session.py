@@ -27,6 +27,7 @@ from graftlab.core.model.sources import resolve_source
 from graftlab.core.train.checkpoints import CheckpointInfo
 from graftlab.core.train.device import pick_device_and_precision
 from graftlab.core.train.events import (
+    Download,
     Event,
     Failed,
     Finished,
@@ -36,6 +37,23 @@ from graftlab.core.train.events import (
     Started,
 )
 from graftlab.core.train.lifecycle import RunControl
+
+
+def download_reporter(emit: Callable[[Event], None],
+                      every_s: float = 0.5) -> Callable[[int, int, str], None]:
+    """Turns byte counts from a hub download into Download events, at most every `every_s`."""
+    from time import monotonic
+
+    last = [0.0]
+
+    def report(done: int, total: int, name: str) -> None:
+        now = monotonic()
+        if done >= total or now - last[0] >= every_s:
+            last[0] = now
+            emit(Download(done, total, name))
+
+    return report
+
 
 RUNTIME_NAMES = {"vllm": "vLLM", "llama.cpp": "llama.cpp", "peft": "PEFT",
                  "size": "adapter size"}
@@ -222,7 +240,8 @@ class TrainingSession(RunControl):
         model, _tok, _task = load_base_model(
             cfg.model.source, task, trust_remote_code=cfg.model.trust_remote_code,
             allow_pickle=cfg.model.allow_pickle_weights, num_labels=cfg.model.num_labels,
-            label_names=data.label_names, dtype=dtype, device=device)
+            label_names=data.label_names, dtype=dtype, device=device,
+            on_download=download_reporter(self.emit))
         model.config.use_cache = False  # a KV cache in training is wasted work (and breaks packing)
         if model.config.pad_token_id is None:  # classifiers find the last token by padding
             model.config.pad_token_id = tokenizer.pad_token_id
