@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from graftlab.app.run.worker import BackgroundCall
+from graftlab.core.adapter.destination import (
+    OutputExistsError,
+    OutputOccupiedError,
+    free_subfolder,
+    is_graftlab_output,
+)
 from graftlab.core.errors import UserError
 from PySide6.QtCore import Qt, QUrl, Slot
 from PySide6.QtGui import QCloseEvent, QDesktopServices
@@ -24,6 +30,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QRadioButton,
@@ -38,8 +45,8 @@ KINDS = ("adapter", "merged")
 
 
 def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
-               out_dir: str) -> tuple[list[tuple[Path, int]], list[Any]]:
-    """Called in the background thread; imports graftlab.core.adapter.export (and torch, for a merge) there.
+               out_dir: str, overwrite: bool = False) -> tuple[list[tuple[Path, int]], list[Any]]:
+    """Runs in the background thread; imports the export code (and torch, for a merge) there.
 
     Returns the written files and the compatibility findings for the adapter.
     """
@@ -47,8 +54,20 @@ def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
 
     findings = compat_findings(adapter_dir) if kind == "adapter" else []
     if kind == "merged":
-        return export_merged(model_source, adapter_dir, out_dir, task), findings
-    return export_adapter(adapter_dir, out_dir), findings
+        return export_merged(model_source, adapter_dir, out_dir, task,
+                             overwrite=overwrite), findings
+    return export_adapter(adapter_dir, out_dir, overwrite=overwrite), findings
+
+
+def ask_replace(parent: QWidget, folder: Path) -> bool:
+    """Replacing an earlier Graftlab export needs the user's consent."""
+    answer = QMessageBox.question(
+        parent, "Replace the earlier export?",
+        f"{folder} holds an earlier Graftlab export. Replace it? It is kept until the new "
+        "export is complete.",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+        QMessageBox.StandardButton.Cancel)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def compat_findings(adapter_dir: str) -> list[Any]:
@@ -78,6 +97,8 @@ class ExportDialog(QDialog):
         self.model_source, self.task = model_source, task
         self.written: list[tuple[Path, int]] = []
         self._out_edited = False
+        self.confirm_replace = ask_replace  # (dialog, folder) -> bool; tests replace it
+        self.suggested_dir: Path | None = None
         self._call = BackgroundCall(self)
         self._call.succeeded.connect(self._on_export_succeeded)
         self._call.failed.connect(self._on_export_failed)
@@ -102,6 +123,10 @@ class ExportDialog(QDialog):
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(browse)
+        # Shown when the chosen folder holds someone else's files: export into a new subfolder.
+        self.subfolder_button = QPushButton("Use a new subfolder")
+        self.subfolder_button.setVisible(False)
+        self.subfolder_button.clicked.connect(self.use_suggested_subfolder)
 
         form = QFormLayout()
         form.addRow("Adapter", QLabel(str(self.adapter_dir), wordWrap=True))
@@ -130,7 +155,7 @@ class ExportDialog(QDialog):
         self.buttons.addButton(self.open_button, QDialogButtonBox.ButtonRole.ActionRole)
         self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.open_button.setEnabled(False)
-        self.export_button.clicked.connect(self.start_export)
+        self.export_button.clicked.connect(self._on_export_clicked)
         self.open_button.clicked.connect(self.open_folder)
         self.close_button.clicked.connect(self.reject)
         self.export_button.setDefault(True)
@@ -142,6 +167,7 @@ class ExportDialog(QDialog):
         layout.addWidget(self.compat_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.subfolder_button)
         layout.addWidget(self.files_table, 1)
         layout.addWidget(self.buttons)
 
@@ -169,8 +195,15 @@ class ExportDialog(QDialog):
     def _on_browse_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.out_edit.text())
         if folder:
-            self.out_edit.setText(folder)
-            self._out_edited = True
+            self.set_output_folder(Path(folder))
+
+    def set_output_folder(self, folder: Path) -> None:
+        """A chosen folder that holds other files gets a new subfolder for the export, so its
+        contents are never replaced."""
+        if folder.is_dir() and any(folder.iterdir()) and not is_graftlab_output(folder):
+            folder = free_subfolder(folder, self._default_out(self.kind()).name)
+        self.out_edit.setText(str(folder))
+        self._out_edited = True
 
     # ---- export -------------------------------------------------------------------------------
     def is_busy(self) -> bool:
@@ -186,17 +219,30 @@ class ExportDialog(QDialog):
         self.compat_label.setText("Compatibility:<br>" + "<br>".join(lines))
 
     @Slot()
-    def start_export(self) -> None:
+    def use_suggested_subfolder(self) -> None:
+        if self.suggested_dir is not None:
+            self.out_edit.setText(str(self.suggested_dir))
+            self._out_edited = True
+        self.subfolder_button.setVisible(False)
+        self.status_label.setText("")
+        self.status_label.setStyleSheet("")
+
+    @Slot()
+    def _on_export_clicked(self) -> None:
+        self.start_export()
+
+    def start_export(self, overwrite: bool = False) -> None:
         out = self.out_edit.text().strip()
         if not out:
             self._show_error("Choose an output folder for the export.")
             return
+        self.subfolder_button.setVisible(False)
         self._set_busy(True)
         what = "Merging and saving the model" if self.kind() == "merged" else "Copying the adapter"
         self.status_label.setStyleSheet("")
         self.status_label.setText(f"{what} to {out} …")
         self._call.start(run_export, self.kind(), str(self.adapter_dir), self.model_source,
-                         self.task, out)
+                         self.task, out, overwrite)
 
     def _set_busy(self, busy: bool) -> None:
         self.progress.setVisible(busy)
@@ -230,6 +276,17 @@ class ExportDialog(QDialog):
     @Slot(object)
     def _on_export_failed(self, exc: Any) -> None:
         self._set_busy(False)
+        if isinstance(exc, OutputExistsError):
+            if self.confirm_replace(self, exc.folder):
+                self.start_export(overwrite=True)
+                return
+            self._show_error("Not exported: the earlier export was kept; choose another "
+                             "folder to keep both.")
+            return
+        if isinstance(exc, OutputOccupiedError):
+            self.suggested_dir = exc.suggestion
+            self.subfolder_button.setText(f"Use a new subfolder: {exc.suggestion.name}")
+            self.subfolder_button.setVisible(True)
         if isinstance(exc, UserError):
             self._show_error(exc.message)
         else:

@@ -1,10 +1,12 @@
 """The adapter inspector: open any PEFT LoRA adapter folder and see what it changes.
 
-Reading runs in a background thread (graftlab.core.adapter.info.read_adapter loads every factor and takes
-an r×r SVD per module). The window shows the base model, variant and totals, a sortable table of
-modules, the singular-value spectrum of the selected module, the layer heatmap of ‖ΔW‖_F, the
-export compatibility findings (graftlab.core.adapter.compat.check_adapter) with their sources, and a comparison
-with a second adapter. A folder that is not an adapter shows the core's one sentence.
+Reading runs in a background thread (graftlab.core.adapter.info.read_adapter loads every
+factor and takes an r×r SVD per module). The window shows the base model, variant and totals,
+a sortable table of modules, the singular-value spectrum of the selected module, the layer
+heatmap of ‖ΔW‖_F, the export compatibility findings (graftlab.core.adapter.compat) with
+their sources, and a comparison with a second adapter. A folder that is not an adapter shows
+the core's one sentence. The base an adapter names is never downloaded by itself: a hub id
+not on this machine is shown as such, and its config.json is fetched only when the user agrees.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QMainWindow,
+    QMessageBox,
     QPushButton,
     QSplitter,
     QTableView,
@@ -61,14 +64,18 @@ def _num(v: Any) -> str:
     return format_value(v) if isinstance(v, float) else "–" if v is None else f"{v:,}"
 
 
-def _base_config(base_model: str | None) -> dict[str, Any] | None:
-    """The base model's config.json when it is on this machine (local folder, cache, demo)."""
+def _base_config(base_model: str | None, allow_download: bool = False) -> dict[str, Any] | None:
+    """The base model's config.json when it is on this machine (local folder, cache, demo).
+
+    An adapter folder is untrusted input: the base it names is never fetched from the hub
+    unless the user agreed (`allow_download`), and then only its config.json.
+    """
     if not base_model:
         return None
     try:
         from graftlab.core.model.sources import resolve_source
 
-        path = Path(resolve_source(base_model).path)
+        path = Path(resolve_source(base_model, allow_download=allow_download).path)
         cfg = path if path.is_file() else path / "config.json"
         return json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else None
     except Exception:  # not available offline, or not a model: the rules run without it
@@ -76,12 +83,49 @@ def _base_config(base_model: str | None) -> dict[str, Any] | None:
 
 
 def read_and_check(folder: str) -> tuple[Any, list[Any]]:
-    """Background job: the adapter and its compatibility findings."""
+    """Background job: the adapter and its compatibility findings (local files only)."""
     from graftlab.core.adapter.compat import check_adapter
     from graftlab.core.adapter.info import read_adapter
 
     info = read_adapter(folder)
-    return info, check_adapter(info, _base_config(info.base_model))
+    return info, check_adapter(info, _base_config(info.base_model)), base_is_remote(
+        info.base_model)
+
+
+def ask_fetch_base(parent: QWidget, base: str) -> bool:
+    """Ask before anything is fetched for the base an (untrusted) adapter names."""
+    answer = QMessageBox.question(
+        parent, "Fetch the base model's config?",
+        f"This adapter names {base} as its base model, which is not on this machine. Fetch "
+        "only its config.json (a few KB, no weights) from the Hugging Face hub to check "
+        "compatibility?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def base_is_remote(base_model: str | None) -> bool:
+    """True when the adapter names a hub id that is not on this machine."""
+    if not base_model:
+        return False
+    from graftlab.core.model.sources import resolve_source
+
+    try:
+        resolve_source(base_model, allow_download=False)
+        return False
+    except UserError as exc:
+        return "is not on this machine" in exc.message
+
+
+def recheck_with_base(info: Any) -> tuple[Any, list[Any]]:
+    """Background job, after the user agreed: fetch the base's config.json and re-check."""
+    from graftlab.core.adapter.compat import check_adapter
+
+    config = _base_config(info.base_model, allow_download=True)
+    if config is None:
+        raise UserError(f"could not fetch the config of {info.base_model}; check the id and "
+                        "your connection.")
+    return info, check_adapter(info, config)
 
 
 def compare(a: Any, b: str) -> Any:
@@ -217,6 +261,13 @@ class InspectorWindow(QMainWindow):
         top.addWidget(self.path_label, 1)
 
         self.summary: dict[str, QLabel] = {}
+        self.base_remote = False
+        self.confirm_fetch = ask_fetch_base  # (window, base) -> bool; tests replace it
+        self.fetch_base_button = QPushButton("Fetch its config…")
+        self.fetch_base_button.setToolTip("Download only the base model's config.json (no "
+                                          "weights) to check compatibility; asks first")
+        self.fetch_base_button.setVisible(False)
+        self.fetch_base_button.clicked.connect(self._on_fetch_base_clicked)
         summary_box = QGroupBox("Adapter")
         form = QFormLayout(summary_box)
         for key in ("Base model", "Variant", "Rank / alpha", "Modules", "Parameters",
@@ -226,6 +277,7 @@ class InspectorWindow(QMainWindow):
             label.setWordWrap(True)
             self.summary[key] = label
             form.addRow(key, label)
+        form.addRow("", self.fetch_base_button)
 
         self.modules_model = RowsModel(MODULE_COLUMNS, self)
         self.table = _table(self.modules_model)
@@ -319,9 +371,10 @@ class InspectorWindow(QMainWindow):
         self._read.start(read_and_check, str(folder))
 
     @Slot(object)
-    def _on_read_succeeded(self, result: tuple[Any, list[Any]]) -> None:
+    def _on_read_succeeded(self, result: tuple[Any, ...]) -> None:
         self.open_button.setEnabled(True)
-        self.info, self.issues = result
+        self.info, self.issues = result[0], result[1]
+        self.base_remote = bool(result[2]) if len(result) > 2 else False
         self.comparison = None
         self._show_info()
         self.compare_button.setEnabled(True)
@@ -349,7 +402,10 @@ class InspectorWindow(QMainWindow):
         self.setWindowTitle(f"{info.path.name} — Adapter inspector")
         self.path_label.setText(str(info.path))
         s = self.summary
-        s["Base model"].setText(info.base_model or "not recorded (base_model_name_or_path)")
+        s["Base model"].setText((info.base_model or "not recorded (base_model_name_or_path)")
+                                + (" — on the hub, not on this machine (nothing was "
+                                   "downloaded)" if self.base_remote else ""))
+        self.fetch_base_button.setVisible(self.base_remote)
         variant = {"lora": "LoRA", "rslora": "rsLoRA (scale α/√r)", "dora": "DoRA"}
         s["Variant"].setText(variant.get(info.variant, info.variant))
         ranks = sorted({m.rank for m in info.modules})
@@ -376,6 +432,16 @@ class InspectorWindow(QMainWindow):
         self._clear_compare()
         if info.modules:
             self.select_module(info.modules[0].name)
+
+    @Slot()
+    def _on_fetch_base_clicked(self) -> None:
+        if self.info is None or self._read.is_running():
+            return
+        if not self.confirm_fetch(self, self.info.base_model):
+            return
+        self.fetch_base_button.setEnabled(False)
+        self.path_label.setText(f"Fetching the config of {self.info.base_model} …")
+        self._read.start(recheck_with_base, self.info)
 
     def _show_issues(self) -> None:
         t = self.compat_table

@@ -100,8 +100,13 @@ def _check_config_data(data: dict[str, Any], cfg_path: Path,
     return data
 
 
-def resolve_source(spec: str, trust_remote_code: bool = False) -> ModelSource:
-    """Turn what the user typed into a :class:`ModelSource`; raise UserError if it is not one."""
+def resolve_source(spec: str, trust_remote_code: bool = False,
+                   allow_download: bool = True) -> ModelSource:
+    """Turn what the user typed into a :class:`ModelSource`; raise UserError if it is not one.
+
+    A hub id that is not cached fetches its config.json (never weights); with
+    `allow_download` False it is refused instead (the adapter inspector asks first).
+    """
     spec = spec.strip()
     if not spec:
         raise UserError("no model given; choose a model folder, a config.json, a cached model "
@@ -138,6 +143,9 @@ def resolve_source(spec: str, trust_remote_code: bool = False) -> ModelSource:
     if spec.count("/") > 1 or " " in spec:
         raise UserError(f"model {spec!r} is neither a local path nor a hub id "
                         "(owner/name); check the spelling.", field="model.source")
+    if not allow_download:
+        raise UserError(f"model {spec!r} is not on this machine; its config.json can be "
+                        "fetched from the hub (no weights) if you agree.", field="model.source")
     from graftlab.core.model.hub import fetch_config
 
     folder = fetch_config(spec)  # config.json only, never weights
