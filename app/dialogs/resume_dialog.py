@@ -1,8 +1,8 @@
 """Resume a run: the resumable run folders (complete checkpoints) with progress and date.
 
-Scanning verifies each checkpoint's SHA-256 marker (graftlab.core.train.checkpoints), which reads every file of
-it, so the scan runs off the GUI thread. A run that reached max_steps and saved its adapter is
-listed but cannot be chosen.
+Scanning verifies each checkpoint's SHA-256 marker (graftlab.core.train.checkpoints), which
+reads every file of it, so the scan runs off the GUI thread. A run that reached max_steps and
+saved its adapter is listed but cannot be chosen.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from graftlab.app.run.worker import BackgroundCall
 from PySide6.QtCore import Qt, Signal, Slot
@@ -45,8 +46,8 @@ class RunRow:
 def completed(run_dir: Path) -> bool:
     """True when metrics.jsonl ends with a `finished` event of a run that was not stopped.
 
-    graftlab.core.train.checkpoints.list_resumable calls a run finished only when its last checkpoint is at
-    max_steps, but a run that trains to the end writes no final checkpoint.
+    graftlab.core.train.checkpoints.list_resumable calls a run finished only when its last
+    checkpoint is at max_steps, but a run that trains to the end writes no final checkpoint.
     """
     path = run_dir / "metrics.jsonl"
     try:
@@ -148,6 +149,10 @@ class ResumeDialog(QDialog):
     # ---- scanning -----------------------------------------------------------------------------
     def is_scanning(self) -> bool:
         return self._call.is_running()
+
+    def scan_done(self) -> Any:
+        """The signal emitted when the scan in flight has finished (closing waits on it)."""
+        return self._call.finished
 
     def add_root(self, folder: str | Path) -> None:
         if str(folder) not in self.roots:

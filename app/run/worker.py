@@ -26,11 +26,11 @@ from typing import Any
 from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
 from graftlab.core.process.child import ProcessSession, discard_spare, prestart
-from graftlab.core.train.events import EventBatcher, Failed, Finished, Paused, Resumed
+from graftlab.core.train.events import EventBatcher, Failed, Finished, Paused, Resumed, Saving
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 # The session class a run uses. Tests monkeypatch this name with a fake or an in-process
-# session class; None means graftlab.core.process.child.ProcessSession (training in a child process).
+# session class; None means graftlab.core.process.child.ProcessSession (a child process).
 TrainingSession: Any = None
 
 
@@ -83,6 +83,7 @@ class _SessionControl:
         self._stop_save: bool | None = None  # None: no stop requested
         self._pause = False
         self._at_pause_point = False  # the training thread is blocked in its pause
+        self._saving = False  # the session reported a checkpoint/adapter write in progress
         self._snapshots = 0  # adapter snapshots in flight (they hold back a resume)
         self._resume_after_snapshot = False
         self.error: BaseException | None = None  # set by the worker before `failed`
@@ -94,10 +95,16 @@ class _SessionControl:
         flight still updates the weights; `Paused` is emitted right before the thread blocks.
         """
         with self._lock:
+            self._saving = isinstance(event, Saving)
             if isinstance(event, Paused):
                 self._at_pause_point = True
             elif isinstance(event, Resumed | Finished | Failed):
                 self._at_pause_point = False
+
+    @property
+    def saving(self) -> bool:
+        """True between a Saving event and the next event (the write is done then)."""
+        return self._saving
 
     def attach(self, session: Any) -> bool:
         """Install the session and apply pending requests; False when a stop already came."""
@@ -275,6 +282,10 @@ class TrainingRunner(QObject):
     def is_paused(self) -> bool:
         return self._control is not None and self._control.paused
 
+    def is_saving(self) -> bool:
+        """True while the run reports that it is writing a checkpoint or the adapter."""
+        return self._control is not None and self._control.saving
+
     def can_snapshot(self) -> bool:
         """True while the training thread is blocked in a pause (and no snapshot is saving)."""
         return (self._control is not None and self._control.can_snapshot
@@ -282,6 +293,10 @@ class TrainingRunner(QObject):
 
     def is_snapshotting(self) -> bool:
         return self._snapshot_call.is_running()
+
+    def snapshot_done(self) -> Any:
+        """The signal emitted when an adapter snapshot in flight has finished (either way)."""
+        return self._snapshot_call.finished
 
     def snapshot_adapter(self, out_dir: str | Path) -> None:
         """Export the adapter as it is now, off the GUI thread; only while paused.

@@ -1,9 +1,11 @@
 """The main window: model and layer tree on the left; adapter, data, training and the live
 monitor on the right; status bar, drag and drop, settings, close.
 
-Around it: graftlab.app.windows.actions builds the actions, shortcuts, menus and toolbar; graftlab.app.windows.run_files opens,
-saves and resumes runs (the RunFiles mixin); graftlab.app.windows.adapter_folders exports adapters and opens the
-inspector (the AdapterFolders mixin); graftlab.app.windows.drops decides what a drop is.
+Around it: graftlab.app.windows.actions builds the actions, shortcuts, menus and toolbar;
+graftlab.app.windows.run_files opens, saves and resumes runs (the RunFiles mixin);
+graftlab.app.windows.adapter_folders exports adapters and opens the inspector (the
+AdapterFolders mixin); graftlab.app.windows.drops decides what a drop is;
+graftlab.app.windows.closing shows progress while a run stops on close.
 
 Everything the window does is a RunConfig plus calls into core. Slots that call core go through
 `reports_errors`, so a bad input shows the core's one sentence next to its field (or in a
@@ -36,6 +38,7 @@ from graftlab.app.run.worker import TrainingRunner
 from graftlab.app.settings import AppSettings
 from graftlab.app.windows.actions import install_actions
 from graftlab.app.windows.adapter_folders import AdapterFolders
+from graftlab.app.windows.closing import RunCloser
 from graftlab.app.windows.drops import accept_local_files, drop_kind, dropped_paths
 from graftlab.app.windows.inspector_window import InspectorWindow
 from graftlab.app.windows.run_files import DEFAULT_PRESET, RunFiles
@@ -107,6 +110,7 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
         self.settings = AppSettings(settings)
         self.jobs = BackgroundJobs(self)
         self.runner = TrainingRunner(self)
+        self.closer = RunCloser(self, self.runner)  # closing during a run: progress, no freeze
         self.tree: ModuleTree | None = None
         self.source: ModelSource | None = None
         self.plan: AdapterPlan | None = None
@@ -431,7 +435,7 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
     def _on_tree_error(self, exc: UserError) -> None:
         self.report_error(exc)
 
-    # ---- the run as the window shows it (run.yaml files: graftlab.app.windows.run_files) -------------------
+    # ---- the run as the window shows it (run.yaml files: graftlab.app.windows.run_files) ----
     def run_config(self) -> RunConfig:
         """The run exactly as the GUI shows it."""
         if self.tree is None and self._pending_adapter is not None:
@@ -708,14 +712,25 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
             elif self.end_if_wanted():  # closed again while it is still stopping
                 event.ignore()  # closes on runner.finished, in a moment
                 return
-            if not self.runner.shutdown(3000):
-                # the step in flight is still running: close again on runner.finished
-                self._show_status("Stopping: saving the adapter, then closing…", 0)
-                event.ignore()
-                return
+            # Never wait here: the dialog shows progress, runner.finished closes the window.
+            self.closer.begin()
+            self._show_status("Stopping: saving the adapter, then closing…", 0)
+            event.ignore()
+            return
+        if self.runner.is_snapshotting():  # an "export current adapter" is being written
+            self.closer.wait_for(self.runner.snapshot_done(), "Finishing the adapter export, "
+                                 "then closing…")
+            event.ignore()
+            return
+        if self.resume_dialog is not None and self.resume_dialog.is_scanning():
+            self.closer.wait_for(self.resume_dialog.scan_done(), "Finishing a scan of run "
+                                 "folders (it checks every checkpoint), then closing…")
+            event.ignore()
+            return
+        self.closer.finish()
         self._save_session()
-        self.runner.shutdown(30_000)  # an "export current adapter" still saving finishes
+        self.runner.shutdown(30_000)  # the run and any export are over: this returns at once
         if self.resume_dialog is not None:
-            self.resume_dialog.done(0)  # waits for a run-folder scan in flight
+            self.resume_dialog.done(0)
         self.jobs.wait(30_000)  # a structure build in flight finishes; results are dropped
         super().closeEvent(event)

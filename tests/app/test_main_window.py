@@ -138,10 +138,37 @@ def test_closing_during_a_run_asks_and_can_be_cancelled(qtbot, make_window, monk
 
     monkeypatch.setattr(w, "_ask_stop_on_close", ask)
     assert not w.close()
-    assert w.isVisible() and state["stopped"] == 0
-    assert w.close()
-    assert state["stopped"] == 1
+    assert w.isVisible() and state["stopped"] == 0 and not w.closer.is_active()
+    t0 = time.perf_counter()
+    assert not w.close()  # stop and save: never a wait on the GUI thread, a progress dialog
+    assert time.perf_counter() - t0 < 1.0
+    assert state["stopped"] == 1 and w.closer.is_active()
+    assert "saving" in w.closer.label_text()
     state["running"] = False
+    w._on_run_finished(None)  # runner.finished: closes by itself
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=2000)
+    assert not w.closer.is_active()
+
+
+def test_end_now_while_closing_asks_the_runner_to_kill(qtbot, make_window, monkeypatch):
+    """The dialog's End now goes to the runner, whose kill never cuts a save short (tested
+    with a real child process in tests/core/test_run_control_races.py)."""
+    w = make_window()
+    w.show()
+    state = {"running": True, "saving": True, "kills": 0}
+    monkeypatch.setattr(w.runner, "is_running", lambda: state["running"])
+    monkeypatch.setattr(w.runner, "is_saving", lambda: state["saving"])
+    monkeypatch.setattr(w.runner, "stop", lambda save=True: None)
+    monkeypatch.setattr(w.runner, "kill", lambda: state.__setitem__("kills", state["kills"] + 1))
+    monkeypatch.setattr(w, "_ask_stop_on_close", lambda: True)
+    assert not w.close()
+    qtbot.waitUntil(lambda: "written" in w.closer.label_text(), timeout=2000)
+    w.closer.dialog.cancel()  # End now
+    assert state["kills"] == 1 and w.closer.is_active() and w.isVisible()
+    qtbot.waitUntil(lambda: "as soon as the write" in w.closer.label_text(), timeout=2000)
+    state["running"] = False
+    w._on_run_finished(None)
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=2000)
 
 
 def test_close_waits_for_the_run_when_the_step_is_still_running(qtbot, make_window,

@@ -108,3 +108,50 @@ def test_snapshot_waits_for_the_loop_to_block(tmp_path, tiny_models):
                                    for p, _n in files)
     session.request_resume()
     loop.join(5)
+
+
+# Reports a save that takes a while, then a finished checkpoint, then trains on forever.
+SAVING_CHILD = """
+import json, sys, time
+sys.stdin.readline()
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\\n")
+    sys.stdout.flush()
+send({"event": "saving", "step": 1, "what": "checkpoint"})
+time.sleep(1.5)
+send({"event": "checkpoint", "step": 1, "path": "checkpoint-1"})
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_the_child_is_never_killed_while_it_reports_saving(tmp_path):
+    from graftlab.core.train.events import Checkpoint, Saving
+
+    script = tmp_path / "saving_child.py"
+    script.write_text(SAVING_CHILD)
+    cfg = RunConfig()
+    cfg.training.output_dir = str(tmp_path / "run")
+    seen: list = []
+    session = ProcessSession(cfg, [seen.append], command=[sys.executable, str(script)])
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            session.run()
+        except UserError as exc:
+            outcome["error"] = exc.message
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not any(isinstance(e, Saving) for e in seen) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert session.saving
+    assert session.kill() is False  # deferred: the write is in progress
+    time.sleep(0.5)
+    assert thread.is_alive() and session._proc.poll() is None
+    thread.join(30)
+    assert not thread.is_alive()
+    assert any(isinstance(e, Checkpoint) for e in seen)  # the save completed first
+    assert session.returncode == -9 and "ended before it had stopped" in outcome["error"]
