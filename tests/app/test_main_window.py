@@ -11,7 +11,7 @@ from graftlab.core.config import AdapterConfig
 from gui_waits import core_count, open_model, wait_loaded
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QPushButton
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window, 70B config
 
@@ -161,12 +161,16 @@ def test_end_now_while_closing_asks_the_runner_to_kill(qtbot, make_window, monke
     monkeypatch.setattr(w.runner, "stop", lambda save=True: None)
     monkeypatch.setattr(w.runner, "kill", lambda: state.__setitem__("kills", state["kills"] + 1))
     monkeypatch.setattr(w, "_ask_stop_on_close", lambda: True)
-    assert not w.close()
-    qtbot.waitUntil(lambda: "written" in w.closer.label_text(), timeout=2000)
-    w.closer.dialog.cancel()  # End now
-    assert state["kills"] == 1 and w.closer.is_active() and w.isVisible()
-    qtbot.waitUntil(lambda: "as soon as the write" in w.closer.label_text(), timeout=2000)
-    state["running"] = False
+    try:
+        assert not w.close()
+        qtbot.waitUntil(lambda: "written" in w.closer.label_text(), timeout=2000)
+        end_now = next(b for b in w.closer.dialog.findChildren(QPushButton)
+                       if b.text() == "End now")
+        qtbot.mouseClick(end_now, Qt.MouseButton.LeftButton)
+        assert state["kills"] == 1 and w.closer.is_active() and w.isVisible()
+        qtbot.waitUntil(lambda: "as soon as the write" in w.closer.label_text(), timeout=2000)
+    finally:
+        state["running"] = False  # never leave the window stuck in "closing"
     w._on_run_finished(None)
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=2000)
 
