@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from graftlab.core.adapter.destination import (
@@ -90,7 +91,7 @@ def test_full_disk_or_read_only_keeps_the_earlier_export(tmp_path, adapter, monk
     before = snapshot(tmp_path)
 
     def failing_copy(src, dst, **kwargs):
-        open(dst, "wb").write(b"half")
+        Path(dst).write_bytes(b"half")
         raise OSError(code, os.strerror(code), str(dst))
 
     monkeypatch.setattr(shutil, "copy2", failing_copy)
