@@ -47,7 +47,15 @@ from graftlab.core.config import AdapterConfig, RunConfig, validate
 from graftlab.core.errors import UserError
 from graftlab.core.model.module_tree import ModuleTree, build_tree
 from graftlab.core.model.sources import ModelSource, resolve_source
-from graftlab.core.train.events import Failed, Finished, Paused, Resumed, Started, Step
+from graftlab.core.train.events import (
+    Download,
+    Failed,
+    Finished,
+    Paused,
+    Resumed,
+    Started,
+    Step,
+)
 from PySide6.QtCore import QSettings, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QResizeEvent
 from PySide6.QtWidgets import (
@@ -557,6 +565,11 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
                 self.eta_label.setText(f"{ev.device} · {ev.precision}")
             elif isinstance(ev, Step):
                 last = ev
+            elif isinstance(ev, Download):  # hub weights, before training starts
+                self.run_progress.setRange(0, 1000)
+                self.run_progress.setValue(int(1000 * ev.done_bytes / max(ev.total_bytes, 1)))
+                self.eta_label.setText(f"downloading weights {ev.done_bytes / 2**30:.2f} of "
+                                       f"{ev.total_bytes / 2**30:.2f} GB")
             elif isinstance(ev, Paused):
                 self.training_panel.set_state("paused")
                 self.eta_label.setText(f"paused at step {ev.step}")

@@ -217,3 +217,12 @@ def test_llama_70b_config_opens_and_all_linear_updates_every_count(
     # a config.json has no weights: training is refused with the core-style sentence
     w.start_training()
     assert "bare config.json" in w.last_error
+
+
+def test_weights_download_shows_in_the_progress_bar(qtbot, make_window):
+    from graftlab.core.train.events import Download
+
+    w = make_window()
+    w._on_run_events([Download(2**29, 2**30, "model.safetensors")])
+    assert w.run_progress.value() == 500
+    assert "downloading weights 0.50 of 1.00 GB" in w.eta_label.text()
