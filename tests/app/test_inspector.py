@@ -143,7 +143,10 @@ def test_a_run_adapter_and_its_base_model(qtbot, inspector, run_adapter):
     open_and_wait(qtbot, w, run_adapter / "adapter_config.json")  # a file opens its folder
     info = read_adapter(run_adapter)
     assert w.info is not None and w.info.path == run_adapter
-    assert w.summary["Base model"].text() == info.base_model == "demo:tiny-llama"
+    from graftlab.core.model.demo import demo_model_path
+
+    real = str(demo_model_path("tiny-llama").resolve())  # what llama.cpp's converter can read
+    assert w.summary["Base model"].text() == info.base_model == real
     assert w.modules_model.rowCount() == 8
     assert w.heatmap._rows == 4 and w.heatmap._kinds == ["q_proj", "up_proj"]
     assert all(w.heatmap.value_of(m.name) > 0 for m in info.modules)  # trained: B is not 0
