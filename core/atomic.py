@@ -2,13 +2,25 @@
 
 Everything goes to a temporary sibling on the same filesystem, is fsynced, and is renamed into
 place; an existing file or folder is replaced only after the new one is complete.
+
+Replacing a folder: on Linux the new and the old folder are exchanged in one step
+(``renameat2(RENAME_EXCHANGE)``), so the target name always holds one complete folder. Where
+that call is missing (other systems, old kernels, some filesystems) the old folder is first moved
+aside to ``.NAME.old-PID`` and the new one renamed into place; a crash between the two renames
+leaves no folder under the name, and :func:`recover_dir` (run before every write of the folder,
+and by callers at start) puts the old one back. Leftover ``.NAME.staging-*`` folders are always
+safe to delete: they hold either a half-written new folder or, after an exchange, the old one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,30 +76,118 @@ def fsync_tree(root: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `target`, on failure it is removed.
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
 
-    The old `target` (if any) is moved aside and deleted only after the new folder is in place,
-    so at every moment either the old or the new complete folder exists under its name.
+
+def _load_renameat2() -> object | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2  # glibc >= 2.28
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                   ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step. False: the OS or filesystem cannot (the
+    caller falls back to two renames); other failures raise OSError."""
+    if _renameat2 is None:
+        return False
+    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),  # type: ignore[operator]
+                    _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _leftovers(target: Path, kind: str) -> list[Path]:
+    prefix = f".{target.name}.{kind}-"
+    try:
+        return sorted(p for p in target.parent.iterdir() if p.name.startswith(prefix)
+                      and p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+
+
+def recover_dir(target: str | Path) -> str | None:
+    """Finish or undo a folder replacement that a crash interrupted.
+
+    No folder at `target` but a ``.NAME.old-*`` beside it: the old folder is put back. A
+    folder at `target`: the ``.old-*`` copies are the replaced content, removed. Staging folders
+    are removed in both cases. Returns a sentence saying what was done, or None.
+    """
+    target = Path(target)
+    olds, staging = _leftovers(target, "old"), _leftovers(target, "staging")
+    if not olds and not staging:
+        return None
+    note = None
+    if olds and not os.path.lexists(target):
+        newest = max(olds, key=lambda p: p.stat().st_mtime)
+        os.replace(newest, target)
+        olds.remove(newest)
+        note = f"restored {target} from an interrupted replacement"
+    for leftover in olds + staging:
+        shutil.rmtree(leftover, ignore_errors=True)
+    _fsync_dir(target.parent)
+    return note or f"removed leftovers of an interrupted write beside {target}"
+
+
+def _is_empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a staging folder; on success it becomes `target`, on failure it is removed.
+
+    Args:
+        target: the folder to create or replace.
+        replace: allow replacing an existing non-empty folder. Without it such a folder raises
+            FileExistsError before anything is written; the caller decides (and asks) whether
+            a folder may be replaced. An empty folder is always replaced.
+
+    At every moment the old or the new complete folder exists under its name (or, on systems
+    without an atomic exchange, under ``.NAME.old-PID`` until :func:`recover_dir` runs).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    recover_dir(target)
+    if os.path.islink(target) or (target.exists() and not target.is_dir()):
+        raise FileExistsError(errno.EEXIST, "not a folder", str(target))
+    if target.exists() and not replace and not _is_empty_dir(target):
+        raise FileExistsError(errno.EEXIST, "folder is not empty", str(target))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-",
+                                dir=target.parent))
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)
         yield tmp
         fsync_tree(tmp)
-        old = None
-        if target.exists():
+        if not target.exists():
+            os.rename(tmp, target)
+        elif not exchange(tmp, target):
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             if old.exists():
                 shutil.rmtree(old)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-        if old is not None:
+            os.rename(target, old)
+            os.rename(tmp, target)  # a crash before this line: recover_dir restores `old`
+            _fsync_dir(target.parent)
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _fsync_dir(target.parent)
+    finally:
+        if tmp.exists():  # the old folder after an exchange, or a failed new one
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from graftlab.core.errors import UserError
-from graftlab.core.train.events import Event, Finished, Message, Started, Step
+from graftlab.core.train.events import Download, Event, Finished, Message, Started, Step
 
 
 def _setup_env() -> None:
@@ -27,9 +27,10 @@ def _setup_env() -> None:
 class ProgressPrinter:
     """A one-line progress bar on a terminal; plain log lines otherwise."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
-        self.stream, self.width = stream, width
-        self.tty = stream.isatty()
+    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr  # now, not at import
+        self.width = width
+        self.tty = self.stream.isatty()
         self.total = 0
         self._last_print = 0.0
 
@@ -50,6 +51,13 @@ class ProgressPrinter:
                 eta = f" eta {event.eta_s:5.0f}s" if event.eta_s is not None else ""
                 self._line(f"[{bar}] {event.step}/{self.total} loss {event.loss:.4f} "
                            f"{event.tokens_per_s:,.0f} tok/s{eta}", end=not self.tty)
+        elif isinstance(event, Download):
+            frac = event.done_bytes / event.total_bytes if event.total_bytes else 1.0
+            filled = int(frac * self.width)
+            done = event.done_bytes >= event.total_bytes
+            self._line(f"downloading weights [{'#' * filled}{'-' * (self.width - filled)}] "
+                       f"{event.done_bytes / 2**30:.2f} of {event.total_bytes / 2**30:.2f} GB "
+                       f"({event.file})", end=done or not self.tty)
         elif isinstance(event, Message) and event.level != "info":
             self._line(f"{event.level}: {event.text}", end=True)
         elif isinstance(event, Message):
@@ -81,7 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.training.output_dir = str(run_dir)
         if args.max_steps is not None:
             cfg.training.max_steps = args.max_steps
-        return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=True))
+        return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=True,
+                                            strict=args.strict))
     if not args.run:
         raise UserError("no run file given; use `graftlab train RUN.yaml` or "
                         "`graftlab train --resume RUN_DIR`.")
@@ -91,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         cfg.training.max_steps = args.max_steps
     validate(cfg, args.run)
-    return _run_session(TrainingSession(cfg, [ProgressPrinter()]))
+    return _run_session(TrainingSession(cfg, [ProgressPrinter()], strict=args.strict))
 
 
 def _run_session(session: Any) -> int:
@@ -176,9 +185,12 @@ def cmd_adapter_info(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from graftlab.core.adapter.export import export_merged
+    from graftlab.core.train.session import download_reporter
 
+    progress = download_reporter(ProgressPrinter())
     files = export_merged(args.base, args.adapter, args.output, args.task,
-                          args.trust_remote_code)
+                          args.trust_remote_code, overwrite=args.overwrite,
+                          on_download=progress)
     for path, size in files:
         print(f"{size:>14,}  {path}")
     return 0
@@ -196,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "its last complete checkpoint")
     p.add_argument("--output", help="run folder (overrides training.output_dir)")
     p.add_argument("--max-steps", type=int, help="override training.max_steps")
+    p.add_argument("--strict", action="store_true", help="treat a compatibility finding "
+                   "(vLLM, llama.cpp, PEFT) as an error (exit 2) before anything is loaded")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("inspect", help="list a model's modules and what LoRA can wrap")
     p.add_argument("model", help="model folder, config.json, cached hub id, or demo:<name>")
@@ -214,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="merge an adapter into its base and save a full model")
     p.add_argument("adapter", help="PEFT adapter folder (a run's adapter/)")
     p.add_argument("--base", required=True, help="the base model (folder, cached id, demo:)")
-    p.add_argument("--output", required=True, help="folder for the merged model")
+    p.add_argument("--output", required=True, help="folder for the merged model (new, empty, "
+                   "or an earlier Graftlab export with --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier Graftlab "
+                   "export at --output (kept until the new one is complete)")
     p.add_argument("--task", default="auto", choices=["auto", "causal-lm",
                                                       "sequence-classification"])
     p.add_argument("--trust-remote-code", action="store_true")

@@ -130,6 +130,8 @@ class TrainingConfig:
     """Log loss, learning rate and grad norm every N steps (each log is a CPU-GPU sync)."""
     eval_steps: int = 0
     """Evaluate every N steps (0: only at the end, when there is an eval split)."""
+    eval_on_stop: bool = False
+    """Run the final eval pass also when the run is stopped early (off: Stop is quick)."""
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N steps (0: none)."""
     update_norms_every: int = 10

@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from graftlab.app.run.background import BackgroundCall
+from graftlab.core.adapter.destination import (
+    OutputExistsError,
+    OutputOccupiedError,
+    check_output_dir,
+    free_subfolder,
+    is_graftlab_output,
+)
 from graftlab.core.errors import UserError
 from PySide6.QtCore import Qt, QUrl, Slot
 from PySide6.QtGui import QCloseEvent, QDesktopServices
@@ -26,6 +33,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QRadioButton,
@@ -40,7 +48,7 @@ KINDS = ("adapter", "merged")
 
 
 def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
-               out_dir: str) -> tuple[list[tuple[Path, int]], list[Any]]:
+               out_dir: str, overwrite: bool = False) -> tuple[list[tuple[Path, int]], list[Any]]:
     """Called in the background thread. A merge runs in a child process; copying an adapter
     folder imports no torch and runs here.
 
@@ -49,12 +57,26 @@ def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
     if kind == "merged":
         from graftlab.core.process.oneshot import call_in_child
 
+        # The output folder is judged here first, so a refusal keeps its type (the dialog
+        # offers "replace" or "a new subfolder") instead of coming back as a plain sentence.
+        check_output_dir(out_dir, overwrite=overwrite)
         files = call_in_child("merge", model_source=model_source, adapter_dir=adapter_dir,
-                              out_dir=out_dir, task=task)
+                              out_dir=out_dir, task=task, overwrite=overwrite)
         return [(Path(p), int(n)) for p, n in files], []
     from graftlab.core.adapter.export import export_adapter
 
-    return export_adapter(adapter_dir, out_dir), compat_findings(adapter_dir)
+    return export_adapter(adapter_dir, out_dir, overwrite=overwrite), compat_findings(adapter_dir)
+
+
+def ask_replace(parent: QWidget, folder: Path) -> bool:
+    """Replacing an earlier Graftlab export needs the user's consent."""
+    answer = QMessageBox.question(
+        parent, "Replace the earlier export?",
+        f"{folder} holds an earlier Graftlab export. Replace it? It is kept until the new "
+        "export is complete.",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+        QMessageBox.StandardButton.Cancel)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def compat_findings(adapter_dir: str) -> list[Any]:
@@ -84,6 +106,8 @@ class ExportDialog(QDialog):
         self.model_source, self.task = model_source, task
         self.written: list[tuple[Path, int]] = []
         self._out_edited = False
+        self.confirm_replace = ask_replace  # (dialog, folder) -> bool; tests replace it
+        self.suggested_dir: Path | None = None
         self._call = BackgroundCall(self)
         self._call.succeeded.connect(self._on_export_succeeded)
         self._call.failed.connect(self._on_export_failed)
@@ -108,6 +132,10 @@ class ExportDialog(QDialog):
         out_row = QHBoxLayout()
         out_row.addWidget(self.out_edit, 1)
         out_row.addWidget(browse)
+        # Shown when the chosen folder holds someone else's files: export into a new subfolder.
+        self.subfolder_button = QPushButton("Use a new subfolder")
+        self.subfolder_button.setVisible(False)
+        self.subfolder_button.clicked.connect(self.use_suggested_subfolder)
 
         form = QFormLayout()
         form.addRow("Adapter", QLabel(str(self.adapter_dir), wordWrap=True))
@@ -136,7 +164,7 @@ class ExportDialog(QDialog):
         self.buttons.addButton(self.open_button, QDialogButtonBox.ButtonRole.ActionRole)
         self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.open_button.setEnabled(False)
-        self.export_button.clicked.connect(self.start_export)
+        self.export_button.clicked.connect(self._on_export_clicked)
         self.open_button.clicked.connect(self.open_folder)
         self.close_button.clicked.connect(self.reject)
         self.export_button.setDefault(True)
@@ -148,6 +176,7 @@ class ExportDialog(QDialog):
         layout.addWidget(self.compat_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.subfolder_button)
         layout.addWidget(self.files_table, 1)
         layout.addWidget(self.buttons)
 
@@ -175,8 +204,15 @@ class ExportDialog(QDialog):
     def _on_browse_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.out_edit.text())
         if folder:
-            self.out_edit.setText(folder)
-            self._out_edited = True
+            self.set_output_folder(Path(folder))
+
+    def set_output_folder(self, folder: Path) -> None:
+        """A chosen folder that holds other files gets a new subfolder for the export, so its
+        contents are never replaced."""
+        if folder.is_dir() and any(folder.iterdir()) and not is_graftlab_output(folder):
+            folder = free_subfolder(folder, self._default_out(self.kind()).name)
+        self.out_edit.setText(str(folder))
+        self._out_edited = True
 
     # ---- export -------------------------------------------------------------------------------
     def is_busy(self) -> bool:
@@ -192,18 +228,31 @@ class ExportDialog(QDialog):
         self.compat_label.setText("Compatibility:<br>" + "<br>".join(lines))
 
     @Slot()
-    def start_export(self) -> None:
+    def use_suggested_subfolder(self) -> None:
+        if self.suggested_dir is not None:
+            self.out_edit.setText(str(self.suggested_dir))
+            self._out_edited = True
+        self.subfolder_button.setVisible(False)
+        self.status_label.setText("")
+        self.status_label.setStyleSheet("")
+
+    @Slot()
+    def _on_export_clicked(self) -> None:
+        self.start_export()
+
+    def start_export(self, overwrite: bool = False) -> None:
         out = self.out_edit.text().strip()
         if not out:
             self._show_error("Choose an output folder for the export.")
             return
+        self.subfolder_button.setVisible(False)
         self._set_busy(True)
         what = ("Merging and saving the model (in a separate process)" if self.kind() == "merged"
                 else "Copying the adapter")
         self.status_label.setStyleSheet("")
         self.status_label.setText(f"{what} to {out} …")
         self._call.start(run_export, self.kind(), str(self.adapter_dir), self.model_source,
-                         self.task, out)
+                         self.task, out, overwrite)
 
     def _set_busy(self, busy: bool) -> None:
         self.progress.setVisible(busy)
@@ -237,6 +286,17 @@ class ExportDialog(QDialog):
     @Slot(object)
     def _on_export_failed(self, exc: Any) -> None:
         self._set_busy(False)
+        if isinstance(exc, OutputExistsError):
+            if self.confirm_replace(self, exc.folder):
+                self.start_export(overwrite=True)
+                return
+            self._show_error("Not exported: the earlier export was kept; choose another "
+                             "folder to keep both.")
+            return
+        if isinstance(exc, OutputOccupiedError):
+            self.suggested_dir = exc.suggestion
+            self.subfolder_button.setText(f"Use a new subfolder: {exc.suggestion.name}")
+            self.subfolder_button.setVisible(True)
         if isinstance(exc, UserError):
             self._show_error(exc.message)
         else:

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from graftlab.app.run.background import BackgroundCall
 from PySide6.QtCore import Qt, Signal, Slot
@@ -148,6 +149,10 @@ class ResumeDialog(QDialog):
     # ---- scanning -----------------------------------------------------------------------------
     def is_scanning(self) -> bool:
         return self._call.is_running()
+
+    def scan_done(self) -> Any:
+        """The signal emitted when the scan in flight has finished (closing waits on it)."""
+        return self._call.finished
 
     def add_root(self, folder: str | Path) -> None:
         if str(folder) not in self.roots:

@@ -36,6 +36,7 @@ class RunController(QObject):
     phase_changed = Signal(object)  # RunPhase
     snapshot_saved = Signal(object)  # [(path, size)] of an adapter exported while paused
     snapshot_failed = Signal(object)  # the exception (a UserError carries the sentence)
+    snapshot_done = Signal()  # after snapshot_saved or snapshot_failed
 
     def __init__(self, parent: QObject | None = None, flush_interval_s: float = 0.1) -> None:
         super().__init__(parent)
@@ -70,6 +71,10 @@ class RunController(QObject):
 
     def is_snapshotting(self) -> bool:
         return self._snapshot_call.is_running()
+
+    def is_saving(self) -> bool:
+        """The run reports that it is writing a checkpoint or the adapter (never kill then)."""
+        return self._runner.is_saving()
 
     # ---- requests ---------------------------------------------------------------------------
     def start(self, cfg: RunConfig, resume: bool = False) -> None:
@@ -160,9 +165,11 @@ class RunController(QObject):
     @Slot(object)
     def _on_snapshot_saved(self, files: Any) -> None:
         self.snapshot_saved.emit(files)
+        self.snapshot_done.emit()
         self._release_held_resume()
 
     @Slot(object)
     def _on_snapshot_failed(self, exc: Any) -> None:
         self.snapshot_failed.emit(exc)
+        self.snapshot_done.emit()
         self._release_held_resume()

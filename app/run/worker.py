@@ -25,7 +25,7 @@ from typing import Any
 from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
 from graftlab.core.process.child import ProcessSession, discard_spare, prestart
-from graftlab.core.train.events import EventBatcher
+from graftlab.core.train.events import EventBatcher, Saving
 from graftlab.core.train.lifecycle import Lifecycle, RunPhase
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -86,6 +86,7 @@ class _SessionSlot:
         self.session: Any = None
         self.lifecycle = Lifecycle(RunPhase.STARTING)
         self.save = True  # a stop keeps the adapter (False once any stop asked to discard it)
+        self._saving = False  # the session reported a checkpoint/adapter write in progress
         self.error: BaseException | None = None  # set by the worker before `failed`
 
     @property
@@ -95,6 +96,12 @@ class _SessionSlot:
     def on_event(self, event: Any) -> None:
         """A session sink (worker thread)."""
         self.lifecycle.apply(event)
+        self._saving = isinstance(event, Saving)
+
+    @property
+    def saving(self) -> bool:
+        """True between a Saving event and the next event (the write is done then)."""
+        return self._saving
 
     def attach(self, session: Any) -> bool:
         """Install the session and apply pending requests; False when a stop already came."""
@@ -242,6 +249,10 @@ class TrainingRunner(QObject):
     def is_paused(self) -> bool:
         """A pause is asked for or in effect."""
         return self.phase() in (RunPhase.PAUSING, RunPhase.PAUSED)
+
+    def is_saving(self) -> bool:
+        """True while the run reports that it is writing a checkpoint or the adapter."""
+        return self._control is not None and self._control.saving
 
     def paused_session(self) -> Any:
         """The session while it is blocked in its pause (UserError otherwise)."""

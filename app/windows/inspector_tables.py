@@ -1,13 +1,12 @@
 """The adapter inspector's tables and background reads: a sortable table model over plain row
-objects (modules of an adapter, a comparison of two), its columns, and the reads that run off
-the GUI thread (graftlab.core.adapter.info and compat).
+objects (modules of an adapter, a comparison of two), its columns, and the comparison that runs
+off the GUI thread (graftlab.core.adapter.info). Reading an adapter and its base is in
+adapter_base.py.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from graftlab.app.plots.heatmap_grid import format_value
@@ -20,29 +19,6 @@ Column = tuple[str, Callable[[Any], Any], Callable[[Any], str]]
 
 def _num(v: Any) -> str:
     return format_value(v) if isinstance(v, float) else "–" if v is None else f"{v:,}"
-
-
-def _base_config(base_model: str | None) -> dict[str, Any] | None:
-    """The base model's config.json when it is on this machine (local folder, cache, demo)."""
-    if not base_model:
-        return None
-    try:
-        from graftlab.core.model.sources import resolve_source
-
-        path = Path(resolve_source(base_model).path)
-        cfg = path if path.is_file() else path / "config.json"
-        return json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else None
-    except Exception:  # not available offline, or not a model: the rules run without it
-        return None
-
-
-def read_and_check(folder: str) -> tuple[Any, list[Any]]:
-    """Background job: the adapter and its compatibility findings."""
-    from graftlab.core.adapter.compat import check_adapter
-    from graftlab.core.adapter.info import read_adapter
-
-    info = read_adapter(folder)
-    return info, check_adapter(info, _base_config(info.base_model))
 
 
 def compare(a: Any, b: str) -> Any:

@@ -1,11 +1,12 @@
 """The adapter inspector: open any PEFT LoRA adapter folder and see what it changes.
 
 Reading runs in a background thread (graftlab.core.adapter.info.read_adapter loads every
-factor and takes an r×r SVD per module). The window shows the base model, variant and totals, a
-sortable table of modules, the singular-value spectrum of the selected module, the layer
-heatmap of ‖ΔW‖_F, the export compatibility findings
-(graftlab.core.adapter.compat.check_adapter) with their sources, and a comparison with a
-second adapter. A folder that is not an adapter shows the core's one sentence.
+factor and takes an r×r SVD per module). The window shows the base model, variant and totals,
+a sortable table of modules, the singular-value spectrum of the selected module, the layer
+heatmap of ‖ΔW‖_F, the export compatibility findings (graftlab.core.adapter.compat) with
+their sources, and a comparison with a second adapter. A folder that is not an adapter shows
+the core's one sentence. The base an adapter names is never downloaded by itself: a hub id
+not on this machine is shown as such, and its config.json is fetched only when the user agrees.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from graftlab.app.panels.adapter_panel import style_plot
 from graftlab.app.plots.heatmap import HeatmapWidget
 from graftlab.app.plots.heatmap_grid import format_value, grid_from_adapter
 from graftlab.app.run.background import BackgroundCall
+from graftlab.app.windows.adapter_base import ask_fetch_base, read_and_check, recheck_with_base
 from graftlab.app.windows.drops import accept_local_files, dropped_paths
 from graftlab.app.windows.inspector_tables import (
     COMPARE_COLUMNS,
@@ -29,7 +31,6 @@ from graftlab.app.windows.inspector_tables import (
     RowsModel,
     compare,
     make_table,
-    read_and_check,
 )
 from graftlab.core.errors import UserError
 from PySide6.QtCore import (
@@ -120,6 +121,13 @@ class InspectorWindow(QMainWindow):
         top.addWidget(self.compare_button)
         top.addWidget(self.path_label, 1)
         self.summary: dict[str, QLabel] = {}
+        self.base_remote = False
+        self.confirm_fetch = ask_fetch_base  # (window, base) -> bool; tests replace it
+        self.fetch_base_button = QPushButton("Fetch its config…")
+        self.fetch_base_button.setToolTip("Download only the base model's config.json (no "
+                                          "weights) to check compatibility; asks first")
+        self.fetch_base_button.setVisible(False)
+        self.fetch_base_button.clicked.connect(self._on_fetch_base_clicked)
         summary_box = QGroupBox("Adapter")
         form = QFormLayout(summary_box)
         for key in ("Base model", "Variant", "Rank / alpha", "Modules", "Parameters",
@@ -129,6 +137,7 @@ class InspectorWindow(QMainWindow):
             label.setWordWrap(True)
             self.summary[key] = label
             form.addRow(key, label)
+        form.addRow("", self.fetch_base_button)
         return top, summary_box
 
     def _build_modules_page(self) -> QSplitter:
@@ -213,9 +222,10 @@ class InspectorWindow(QMainWindow):
         self._read.start(read_and_check, str(folder))
 
     @Slot(object)
-    def _on_read_succeeded(self, result: tuple[Any, list[Any]]) -> None:
+    def _on_read_succeeded(self, result: tuple[Any, ...]) -> None:
         self.open_button.setEnabled(True)
-        self.info, self.issues = result
+        self.info, self.issues = result[0], result[1]
+        self.base_remote = bool(result[2]) if len(result) > 2 else False
         self.comparison = None
         self._show_info()
         self.compare_button.setEnabled(True)
@@ -243,7 +253,10 @@ class InspectorWindow(QMainWindow):
         self.setWindowTitle(f"{info.path.name} — Adapter inspector")
         self.path_label.setText(str(info.path))
         s = self.summary
-        s["Base model"].setText(info.base_model or "not recorded (base_model_name_or_path)")
+        s["Base model"].setText((info.base_model or "not recorded (base_model_name_or_path)")
+                                + (" — on the hub, not on this machine (nothing was "
+                                   "downloaded)" if self.base_remote else ""))
+        self.fetch_base_button.setVisible(self.base_remote)
         variant = {"lora": "LoRA", "rslora": "rsLoRA (scale α/√r)", "dora": "DoRA"}
         s["Variant"].setText(variant.get(info.variant, info.variant))
         ranks = sorted({m.rank for m in info.modules})
@@ -270,6 +283,16 @@ class InspectorWindow(QMainWindow):
         self._clear_compare()
         if info.modules:
             self.select_module(info.modules[0].name)
+
+    @Slot()
+    def _on_fetch_base_clicked(self) -> None:
+        if self.info is None or self._read.is_running():
+            return
+        if not self.confirm_fetch(self, self.info.base_model):
+            return
+        self.fetch_base_button.setEnabled(False)
+        self.path_label.setText(f"Fetching the config of {self.info.base_model} …")
+        self._read.start(recheck_with_base, self.info)
 
     def _show_issues(self) -> None:
         t = self.compat_table

@@ -5,6 +5,7 @@ The window is composed of objects it owns, each given what it needs: a RunContro
 thing that starts, pauses, resumes and stops a run, and reports its phase), RunFiles (run.yaml
 files, resuming run folders), AdapterFolders (exports, the inspector), RunStatusBar, and the
 panels. It builds its own actions (graftlab.app.windows.actions lays out the menus).
+Closing during a run shows progress and never freezes (graftlab.app.windows.closing).
 
 Everything the window does is a RunConfig plus calls into core. Slots that call core go through
 `reports_errors`, so a bad input shows the core's one sentence next to its field (or in a
@@ -40,6 +41,7 @@ from graftlab.app.windows.actions import (
     show_about,
 )
 from graftlab.app.windows.adapter_folders import AdapterFolders
+from graftlab.app.windows.closing import RunCloser
 from graftlab.app.windows.drops import accept_local_files, drop_kind, dropped_paths
 from graftlab.app.windows.run_commands import RunCommands
 from graftlab.app.windows.run_files import RunFiles, default_run
@@ -74,6 +76,7 @@ class MainWindow(QMainWindow):
         self.settings = AppSettings(settings)
         self.jobs = BackgroundJobs(self)
         self.controller = RunController(self)
+        self.closer = RunCloser(self, self.controller)  # closing during a run: progress
         self.last_error: str | None = None
         self._close_after_run = False
 
@@ -441,14 +444,26 @@ class MainWindow(QMainWindow):
             elif self.commands.end_if_wanted():  # closed again while it is still stopping
                 event.ignore()  # closes on the controller's `finished`, in a moment
                 return
-            if not self.controller.shutdown(3000):
-                # the step in flight is still running: close again on `finished`
-                self._show_status("Stopping: saving the adapter, then closing…", 0)
-                event.ignore()
-                return
+            # Never wait here: the dialog shows progress; `finished` closes the window.
+            self.closer.begin()
+            self._show_status("Stopping: saving the adapter, then closing…", 0)
+            event.ignore()
+            return
+        if self.controller.is_snapshotting():  # an "export current adapter" is being written
+            self.closer.wait_for(self.controller.snapshot_done, "Finishing the adapter export, "
+                                 "then closing…")
+            event.ignore()
+            return
+        dialog = self.run_files.resume_dialog
+        if dialog is not None and dialog.is_scanning():
+            self.closer.wait_for(dialog.scan_done(), "Finishing a scan of run folders (it "
+                                 "checks every checkpoint), then closing…")
+            event.ignore()
+            return
+        self.closer.finish()
         self._save_session()
-        self.controller.shutdown(30_000)  # an "export current adapter" still saving finishes
-        if self.run_files.resume_dialog is not None:
-            self.run_files.resume_dialog.done(0)  # waits for a run-folder scan in flight
+        self.controller.shutdown(30_000)  # the run and any export are over: returns at once
+        if dialog is not None:
+            dialog.done(0)
         self.jobs.wait(30_000)  # a structure build in flight finishes; results are dropped
         super().closeEvent(event)

@@ -11,7 +11,7 @@ from typing import Any
 
 from graftlab.app.numbers import duration
 from graftlab.app.run.run_controller import RunController
-from graftlab.core.train.events import Paused, Started, Step
+from graftlab.core.train.events import Download, Paused, Started, Step
 from graftlab.core.train.lifecycle import RunPhase
 from PySide6.QtCore import QObject, Slot
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
@@ -70,6 +70,11 @@ class RunStatusBar(QObject):
                 self.eta_label.setText(f"{ev.device} · {ev.precision}")
             elif isinstance(ev, Step):
                 last = ev
+            elif isinstance(ev, Download):  # hub weights, before training starts
+                self.run_progress.setRange(0, 1000)
+                self.run_progress.setValue(int(1000 * ev.done_bytes / max(ev.total_bytes, 1)))
+                self.eta_label.setText(f"downloading weights {ev.done_bytes / 2**30:.2f} of "
+                                       f"{ev.total_bytes / 2**30:.2f} GB")
             elif isinstance(ev, Paused):
                 self.eta_label.setText(f"paused at step {ev.step}")
                 self.run_progress.setValue(min(ev.step, self.run_progress.maximum()))

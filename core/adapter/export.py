@@ -1,48 +1,76 @@
 """Export: a plain PEFT adapter folder, or a merged model, written atomically.
 
 A failure at any point leaves an existing folder at the destination untouched (the new one is
-built in a temporary sibling and renamed into place only when complete).
+built in a temporary sibling and renamed into place only when complete), and no destination that
+holds anything Graftlab did not write is ever replaced (graftlab.core.adapter.destination).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from graftlab.core.atomic import atomic_dir
+from graftlab.core.adapter.destination import check_free_space, check_output_dir, graftlab_output
 from graftlab.core.errors import UserError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-def _check_destination(out_dir: Path, key: str = "output") -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"export destination {out_dir} is a file; choose a folder.", field=key)
-    parent = out_dir.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write to {parent}; choose a folder you have write access to.",
-                        field=key)
 
 
 def _listing(folder: Path) -> list[tuple[Path, int]]:
     return sorted((p, p.stat().st_size) for p in folder.rglob("*") if p.is_file())
 
 
-def save_adapter(model: Any, out_dir: str | Path, base_name: str) -> list[tuple[Path, int]]:
-    """Save a PeftModel's adapter as a plain PEFT folder with ``base_model_name_or_path`` set."""
+def _is_hub_id(name: str) -> bool:
+    return (name.count("/") == 1 and not name.startswith(("/", ".", "~"))
+            and ":" not in name and not Path(name).exists())
+
+
+def adapter_readme(base_name: str) -> str:
+    """A short model card. ``base_model`` metadata only for a hub id: the hub turns it into a
+    link, and a local path would become a broken URL."""
+    meta = ["library_name: peft", "tags:", "- lora", "- graftlab"]
+    if _is_hub_id(base_name):
+        meta.insert(0, f"base_model: {base_name}")
+    where = "hub model" if _is_hub_id(base_name) else "local model folder"
+    return ("---\n" + "\n".join(meta) + "\n---\n\n# LoRA adapter\n\n"
+            f"Trained with Graftlab on the {where} `{base_name}`. Load it with\n"
+            "`peft.PeftModel.from_pretrained(base_model, this_folder)`.\n")
+
+
+def finite_check(model: Any) -> str | None:
+    """None when every trainable (adapter) weight is finite, else a sentence naming one."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if param.requires_grad and not bool(torch.isfinite(param.detach()).all()):
+            return (f"the adapter weight {name} holds NaN or infinite values, so it was not "
+                    "saved")
+    return None
+
+
+def save_adapter(model: Any, out_dir: str | Path, base_name: str,
+                 overwrite: bool = False) -> list[tuple[Path, int]]:
+    """Save a PeftModel's adapter as a plain PEFT folder with ``base_model_name_or_path`` set.
+
+    Refuses non-finite weights (nothing is written then) and destinations that hold files
+    Graftlab did not write; `overwrite` allows replacing an earlier Graftlab export.
+    """
     out_dir = Path(out_dir)
-    _check_destination(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    bad = finite_check(model)
+    if bad:
+        raise UserError(bad + "; lower training.learning_rate (or check the data) and resume "
+                        "from the last good checkpoint.", field="training.learning_rate")
+    with graftlab_output(out_dir, "adapter", overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         cfg_path = tmp / "adapter_config.json"
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         cfg["base_model_name_or_path"] = base_name
+        if isinstance(cfg.get("modules_to_save"), list):  # peft appends the head's name again
+            cfg["modules_to_save"] = list(dict.fromkeys(cfg["modules_to_save"]))
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
+        (tmp / "README.md").write_text(adapter_readme(base_name), encoding="utf-8")
     return _listing(out_dir)
 
 
@@ -56,14 +84,16 @@ def check_adapter_dir(adapter_dir: str | Path) -> Path:
     return adapter_dir
 
 
-def export_adapter(adapter_dir: str | Path, out_dir: str | Path) -> list[tuple[Path, int]]:
+def export_adapter(adapter_dir: str | Path, out_dir: str | Path,
+                   overwrite: bool = False) -> list[tuple[Path, int]]:
     """Copy a trained adapter folder to `out_dir` atomically; returns files with sizes."""
     src = check_adapter_dir(adapter_dir)
     out_dir = Path(out_dir)
     if out_dir.resolve() == src.resolve():
         return _listing(out_dir)
-    _check_destination(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    check_output_dir(out_dir, overwrite)  # before reading anything
+    check_free_space(out_dir, sum(n for _p, n in _listing(src)))
+    with graftlab_output(out_dir, "adapter", overwrite) as tmp:
         for item in src.iterdir():
             if item.is_file():
                 shutil.copy2(item, tmp / item.name)
@@ -109,29 +139,51 @@ def check_adapter_fits(adapter_dir: str | Path, model_source: str, task: str = "
 
 
 def load_peft_model(model_source: str, adapter_dir: str | Path, task: str = "auto",
-                    trust_remote_code: bool = False) -> Any:
+                    trust_remote_code: bool = False, on_download: Any = None) -> Any:
     """Load base weights and apply the adapter (for merging, inspection and tests)."""
     from graftlab.core.model.loading import load_base_model
     from peft import PeftModel
 
     src = check_adapter_dir(adapter_dir)
     check_adapter_fits(src, model_source, task, trust_remote_code)
-    model, _tok, _task = load_base_model(model_source, task, trust_remote_code=trust_remote_code)
+    model, _tok, _task = load_base_model(model_source, task, trust_remote_code=trust_remote_code,
+                                         on_download=on_download)
     return PeftModel.from_pretrained(model, str(src))
 
 
+def _weights_bytes(folder: Path | None) -> int:
+    if folder is None or not folder.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in folder.iterdir()
+               if p.name.endswith((".safetensors", ".bin")))
+
+
 def export_merged(model_source: str, adapter_dir: str | Path, out_dir: str | Path,
-                  task: str = "auto", trust_remote_code: bool = False) -> list[tuple[Path, int]]:
-    """Merge the adapter into the base weights and save a standalone model with its tokenizer."""
+                  task: str = "auto", trust_remote_code: bool = False,
+                  overwrite: bool = False, on_download: Any = None) -> list[tuple[Path, int]]:
+    """Merge the adapter into the base weights and save a standalone model with its tokenizer.
+
+    The destination and the free disk space are checked before any weight is loaded.
+    """
     from graftlab.core.model.loading import load_tokenizer
     from graftlab.core.model.sources import resolve_source
 
     out_dir = Path(out_dir)
-    _check_destination(out_dir)
-    peft_model = load_peft_model(model_source, adapter_dir, task, trust_remote_code)
+    check_output_dir(out_dir, overwrite)
+    check_adapter_dir(adapter_dir)
+    source = resolve_source(model_source, trust_remote_code)
+    if source.weights == "hub":  # merged size = base size; known from the hub's file list
+        from graftlab.core.model.hub import repo_files, weight_files
+
+        need = sum(weight_files(repo_files(source.spec)).values())
+    else:
+        need = _weights_bytes(source.path if source.kind != "config" else None)
+    check_free_space(out_dir, need)
+    peft_model = load_peft_model(model_source, adapter_dir, task, trust_remote_code,
+                                 on_download)
     merged = peft_model.merge_and_unload()
     tokenizer = load_tokenizer(resolve_source(model_source, trust_remote_code))
-    with atomic_dir(out_dir) as tmp:
+    with graftlab_output(out_dir, "merged", overwrite) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return _listing(out_dir)

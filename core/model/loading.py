@@ -8,14 +8,24 @@ from __future__ import annotations
 from typing import Any
 
 from graftlab.core.errors import UserError
+from graftlab.core.model.hub import (
+    TOKENIZER_FILES,
+    DownloadProgress,
+    fetch_tokenizer,
+    fetch_weights,
+)
 from graftlab.core.model.sources import ModelSource, resolve_source
 
 
 def load_tokenizer(source: ModelSource) -> Any:
     from transformers import AutoTokenizer
 
+    folder = source.path
+    if source.kind in ("hub", "cache") and folder is not None and not any(
+            (folder / n).is_file() for n in TOKENIZER_FILES):
+        folder = fetch_tokenizer(source.spec)  # the tokenizer files only, never weights
     try:
-        tok = AutoTokenizer.from_pretrained(str(source.path))
+        tok = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{source.spec} has no usable tokenizer ({first}); the model folder "
@@ -33,6 +43,14 @@ def check_weights(source: ModelSource, allow_pickle: bool = False) -> None:
         raise UserError(f"{spec} is a bare config.json: it can be inspected but not trained; "
                         "point model.source at the model folder that holds the weights.",
                         field="model.source")
+    if source.weights == "hub":
+        from graftlab.core.model.hub import hub_offline
+
+        if hub_offline():
+            raise UserError(f"the weights of {spec!r} are not downloaded and the hub is "
+                            "offline; connect to download them, or choose a local model "
+                            "folder.", field="model.source")
+        return
     if source.weights == "none":
         raise UserError(f"{source.path} holds no weights (*.safetensors); choose a folder "
                         "with the model's weights.", field="model.source")
@@ -46,14 +64,22 @@ def check_weights(source: ModelSource, allow_pickle: bool = False) -> None:
 def load_base_model(spec: str, task: str = "auto", *, trust_remote_code: bool = False,
                     allow_pickle: bool = False, num_labels: int | None = None,
                     label_names: list[str] | None = None, dtype: Any = "auto",
-                    device: str = "cpu") -> tuple[Any, Any, str]:
-    """Load weights the way a user's model is always loaded. Returns (model, tokenizer, task)."""
+                    device: str = "cpu",
+                    on_download: DownloadProgress | None = None) -> tuple[Any, Any, str]:
+    """Load weights the way a user's model is always loaded. Returns (model, tokenizer, task).
+
+    A hub model's weights are downloaded here (after a disk-space check), reporting bytes to
+    `on_download`; opening or inspecting it fetched only its config.
+    """
     from graftlab.core.model.module_tree import infer_task
     from graftlab.core.model.sources import load_auto_config
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     source = resolve_source(spec, trust_remote_code)
     check_weights(source, allow_pickle)
+    if source.weights == "hub":
+        folder = fetch_weights(source.spec, on_download)
+        source = ModelSource(source.spec, "hub", folder, "safetensors", source.name)
     config = load_auto_config(source, trust_remote_code,
                               len(label_names) if label_names else num_labels)
     if task == "auto":

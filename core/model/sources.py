@@ -25,7 +25,8 @@ class ModelSource:
         spec: what the user wrote (``demo:tiny-llama``, a path, a hub id).
         kind: one of ``folder``, ``config``, ``cache``, ``hub``, ``demo``.
         path: the local folder holding config.json, or the config file itself (kind config).
-        weights: ``safetensors``, ``pickle`` (only .bin files) or ``none``.
+        weights: ``safetensors``, ``pickle`` (only .bin files), ``hub`` (not downloaded yet:
+            fetched when training or merging starts) or ``none``.
         name: what to write as ``base_model_name_or_path`` in an exported adapter.
     """
 
@@ -99,8 +100,13 @@ def _check_config_data(data: dict[str, Any], cfg_path: Path,
     return data
 
 
-def resolve_source(spec: str, trust_remote_code: bool = False) -> ModelSource:
-    """Turn what the user typed into a :class:`ModelSource`; raise UserError if it is not one."""
+def resolve_source(spec: str, trust_remote_code: bool = False,
+                   allow_download: bool = True) -> ModelSource:
+    """Turn what the user typed into a :class:`ModelSource`; raise UserError if it is not one.
+
+    A hub id that is not cached fetches its config.json (never weights); with
+    `allow_download` False it is refused instead (the adapter inspector asks first).
+    """
     spec = spec.strip()
     if not spec:
         raise UserError("no model given; choose a model folder, a config.json, a cached model "
@@ -110,7 +116,8 @@ def resolve_source(spec: str, trust_remote_code: bool = False) -> ModelSource:
 
         folder = demo_model_path(spec[5:])
         check_config(folder)
-        return ModelSource(spec, "demo", folder, _weights_in(folder), spec)
+        # The real folder, not `demo:...`: other tools (llama.cpp's converter) read this name.
+        return ModelSource(spec, "demo", folder, _weights_in(folder), str(folder.resolve()))
     path = Path(os.path.expanduser(spec))
     if path.exists() or spec.startswith((".", "/", "~")) or os.sep in spec and path.suffix:
         if not path.exists():
@@ -129,33 +136,30 @@ def resolve_source(spec: str, trust_remote_code: bool = False) -> ModelSource:
     for cached in list_cached_models():
         if cached.repo_id == spec and cached.has_config:
             check_config(cached.path, trust_remote_code)
-            return ModelSource(spec, "cache", cached.path, _weights_in(cached.path), spec)
+            weights = _weights_in(cached.path)
+            # Only the config was fetched so far: the weights come when a run or merge starts.
+            return ModelSource(spec, "cache", cached.path,
+                               "hub" if weights == "none" else weights, spec)
     if spec.count("/") > 1 or " " in spec:
         raise UserError(f"model {spec!r} is neither a local path nor a hub id "
                         "(owner/name); check the spelling.", field="model.source")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise UserError(f"model {spec!r} is not a local folder and not in the Hugging Face "
-                        "cache, and the hub is offline; download it first or choose a local "
-                        "folder.", field="model.source")
-    try:
-        from huggingface_hub import snapshot_download
+    if not allow_download:
+        raise UserError(f"model {spec!r} is not on this machine; its config.json can be "
+                        "fetched from the hub (no weights) if you agree.", field="model.source")
+    from graftlab.core.model.hub import fetch_config
 
-        folder = Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors",
-                                                              "*.model", "*.txt", "*.jinja"]))
-    except Exception as exc:  # network or auth failure: one sentence, not a traceback
-        raise UserError(f"could not fetch model {spec!r} from the hub "
-                        f"({exc.__class__.__name__}); check the id and your connection, or "
-                        "choose a local folder.", field="model.source") from None
+    folder = fetch_config(spec)  # config.json only, never weights
     check_config(folder, trust_remote_code)
-    return ModelSource(spec, "hub", folder, _weights_in(folder), spec)
+    weights = _weights_in(folder)
+    return ModelSource(spec, "hub", folder, "hub" if weights == "none" else weights, spec)
 
 
 def list_cached_models() -> list[CachedModel]:
     """Model repositories in the local Hugging Face cache, newest revision of each."""
     try:
-        from huggingface_hub import scan_cache_dir
+        from huggingface_hub import constants, scan_cache_dir
 
-        info = scan_cache_dir()
+        info = scan_cache_dir(constants.HF_HUB_CACHE)  # the current value, not import-time
     except Exception:  # no cache folder yet, or unreadable: nothing cached
         return []
     out = []

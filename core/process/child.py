@@ -14,9 +14,9 @@ the child stops after the current step, saving a checkpoint and the adapter.
 Protocol, one JSON object per line:
 
 parent -> child (the child's stdin)
-    {"config": {...run.yaml as a dict...}, "resume": bool}     first line
+    {"config": {...run.yaml as a dict...}, "resume": bool}     always the first line
     {"cmd": "pause"} | {"cmd": "resume"} | {"cmd": "stop", "save": bool}
-    {"cmd": "snapshot", "id": n, "dir": "..."}
+    {"cmd": "snapshot", "id": n, "dir": "...", "overwrite": bool}
     end of file: the parent is gone; stop after the current step and save.
 child -> parent (the child's original stdout; its fd 1 is pointed at stderr so that stray
 prints from libraries cannot corrupt the stream)
@@ -42,8 +42,8 @@ from typing import IO, Any
 
 from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
-from graftlab.core.train.events import Event, Failed, event_from_dict
-from graftlab.core.train.lifecycle import RunControl, RunPhase
+from graftlab.core.train.events import Event, Failed, Saving, event_from_dict
+from graftlab.core.train.lifecycle import RunControl
 
 CHILD_ARG = "_session"  # hidden `graftlab` subcommand that runs the child (frozen builds)
 STDERR_TAIL_BYTES = 8000
@@ -103,8 +103,8 @@ class _Child:
                     stream.close()
             except OSError:
                 pass
-        try:
-            self.proc.wait(10)
+        try:  # its output is closed, so it is exiting; a kill here is for a hung exit only
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -177,6 +177,8 @@ class ProcessSession(RunControl):
         self._next_id = 0
         self._waiting: dict[int, list[Any]] = {}  # id -> [threading.Event, reply or None]
         self._killed = False
+        self._saving = False  # the child reported a checkpoint or adapter write in progress
+        self._kill_pending = False
 
     # control (any thread)
     def request_pause(self) -> None:
@@ -191,22 +193,44 @@ class ProcessSession(RunControl):
         super().request_stop(save)
         self._send({"cmd": "stop", "save": self.save_on_stop})
 
-    def kill(self) -> None:
-        """End the child now (SIGKILL), for a run that does not stop when asked. The run
-        folder keeps its last complete checkpoint; the step in flight and an adapter being
-        saved are lost. Before the child exists, this is a stop."""
+    @property
+    def saving(self) -> bool:
+        """True while the child reports that it is writing a checkpoint or the adapter."""
+        return self._saving
+
+    def kill(self) -> bool:
+        """End the child (SIGKILL), for a run that does not stop when asked. The run folder
+        keeps its last complete checkpoint; the step in flight is lost. Before the child
+        exists, this is a stop.
+
+        Never while the child reports that it is saving: the kill then waits until the write
+        is done (False is returned; True when the child was killed at once)."""
         self.request_stop(save=True)
         with self._lock:
             self._killed = True
             proc = self._proc
+            if self._saving:
+                self._kill_pending = True
+                return False
         if proc is not None and proc.poll() is None:
             proc.kill()
+        return True
 
-    def snapshot_adapter(self, out_dir: str | Path) -> list[tuple[Path, int]]:
-        """Have the child save its adapter as it is now (only while paused); blocks until done."""
-        if self.phase is not RunPhase.PAUSED and self._stdin is not None:
-            raise UserError("pause the run and wait until it has paused before exporting its "
-                            "adapter mid-training.")
+    def _track_saving(self, event: Event) -> None:
+        with self._lock:
+            self._saving = isinstance(event, Saving)
+            kill_now = self._kill_pending and not self._saving
+            if kill_now:
+                self._kill_pending = False
+            proc = self._proc
+        if kill_now and proc is not None and proc.poll() is None:
+            proc.kill()
+
+    def snapshot_adapter(self, out_dir: str | Path,
+                         overwrite: bool = False) -> list[tuple[Path, int]]:
+        """Have the child save its adapter as it is now (only while paused); blocks until done.
+
+        The child waits until its training loop is really blocked between steps."""
         done = threading.Event()
         with self._lock:
             if self._stdin is None:
@@ -215,7 +239,8 @@ class ProcessSession(RunControl):
             self._next_id += 1
             ident = self._next_id
             self._waiting[ident] = [done, None]
-        self._send({"cmd": "snapshot", "id": ident, "dir": str(out_dir)})
+        self._send({"cmd": "snapshot", "id": ident, "dir": str(out_dir),
+                    "overwrite": bool(overwrite)})
         done.wait()
         with self._lock:
             reply = self._waiting.pop(ident)[1]
@@ -243,13 +268,22 @@ class ProcessSession(RunControl):
         child = _take_child(self._command)
         proc = child.proc
         assert proc.stdin is not None and proc.stdout is not None
+        # Under one hold of the lock: the config line, then the requests that came before the
+        # child existed, and only then is stdin published for `_send`. So the config is always
+        # the first line the child reads, and an early pause or stop is queued behind it.
         with self._lock:
-            self._proc, self._stdin = proc, proc.stdin
-        self._send({"config": self.cfg.to_dict(), "resume": self.resume})
-        if self.phase is RunPhase.PAUSING:  # requests that came before the child existed
-            self._send({"cmd": "pause"})
-        if self.stop_requested:
-            self._send({"cmd": "stop", "save": self.save_on_stop})
+            self._proc = proc
+            first = [{"config": self.cfg.to_dict(), "resume": self.resume}]
+            if self.paused:
+                first.append({"cmd": "pause"})
+            if self.stop_requested:
+                first.append({"cmd": "stop", "save": self.save_on_stop})
+            try:
+                proc.stdin.write("".join(json.dumps(m) + "\n" for m in first).encode())
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # the child is gone already; the loop below reports how it ended
+            self._stdin = proc.stdin
         result, error = None, None
         try:
             for line in proc.stdout:
@@ -260,6 +294,7 @@ class ProcessSession(RunControl):
                 if "event" in message:
                     event = event_from_dict(message)
                     self.lifecycle.apply(event)  # before the sinks: they may ask for the phase
+                    self._track_saving(event)
                     for sink in self.sinks:
                         sink(event)
                 elif "reply" in message:
@@ -361,7 +396,7 @@ def _serve_commands(session: Any, stdin: IO[str], channel: _Channel) -> None:
         elif kind == "snapshot":  # the training thread is blocked in its pause meanwhile
             reply: dict[str, Any] = {"reply": "snapshot", "id": cmd.get("id")}
             try:
-                files = session.snapshot_adapter(cmd["dir"])
+                files = session.snapshot_adapter(cmd["dir"], bool(cmd.get("overwrite")))
                 reply["files"] = [[str(p), int(n)] for p, n in files]
             except Exception as exc:  # reported to the parent, never lost
                 reply["error"] = _error_payload(exc)
@@ -405,8 +440,13 @@ def child_main() -> int:
         first = sys.stdin.readline()
         if not first:
             return 0  # a spare that was never used: its parent went away or discarded it
-        start = json.loads(first)
-        cfg = RunConfig.from_dict(start["config"], where="run settings")
+        try:
+            start = json.loads(first)
+            config = start["config"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError("the training process did not receive its run settings first; "
+                            "start the run again.") from None
+        cfg = RunConfig.from_dict(config, where="run settings")
         from graftlab.core.train.session import TrainingSession
 
         session = TrainingSession(cfg, [channel.event], resume=bool(start.get("resume")))

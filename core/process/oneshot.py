@@ -36,10 +36,11 @@ def _probe() -> dict[str, Any]:
 
 
 def _merge(model_source: str, adapter_dir: str, out_dir: str, task: str = "auto",
-           trust_remote_code: bool = False) -> list[list[Any]]:
+           trust_remote_code: bool = False, overwrite: bool = False) -> list[list[Any]]:
     from graftlab.core.adapter.export import export_merged
 
-    files = export_merged(model_source, adapter_dir, out_dir, task, trust_remote_code)
+    files = export_merged(model_source, adapter_dir, out_dir, task, trust_remote_code,
+                          overwrite=overwrite)
     return [[str(p), int(n)] for p, n in files]
 
 

@@ -9,7 +9,16 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from graftlab.core.config import RunConfig
-from graftlab.core.train.events import Checkpoint, Eval, Paused, Resumed, Started, Step, UpdateNorms
+from graftlab.core.train.events import (
+    Checkpoint,
+    Eval,
+    Paused,
+    Resumed,
+    Saving,
+    Started,
+    Step,
+    UpdateNorms,
+)
 from transformers import TrainerCallback, TrainingArguments
 
 if TYPE_CHECKING:
@@ -48,7 +57,7 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
         eval_strategy="steps" if eval_every else "no",
         eval_steps=t.eval_steps if eval_every else None,
         # Checkpoints are requested by SessionCallback (steps, minutes, stop) and written
-        # atomically by graftlab.core.train.checkpoints; Trainer's own schedule and rotation stay off.
+        # atomically by graftlab.core.train.checkpoints; Trainer's schedule and rotation stay off.
         save_strategy="no",
         use_cpu=device == "cpu",
         bf16=precision == "bf16",
@@ -175,7 +184,7 @@ class SessionCallback(TrainerCallback):
         if session.paused and not session.stop_requested:
             session.emit(Paused(state.global_step))
             t = monotonic()
-            session.wait_while_paused()  # model and optimizer stay resident while we block here
+            session.wait_while_paused()  # marks the run blocked; snapshots wait for that
             self._paused_total += monotonic() - t
             if not session.stop_requested:
                 session.emit(Resumed(state.global_step))
@@ -188,4 +197,6 @@ class SessionCallback(TrainerCallback):
         if session.stop_requested:
             control.should_training_stop = True
             control.should_save = True  # a stopped run can always be resumed
+        if control.should_save:
+            session.emit(Saving(state.global_step, "checkpoint"))
         return control

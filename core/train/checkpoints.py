@@ -115,6 +115,7 @@ def make_trainer_class() -> type:
 
     class AtomicCheckpointTrainer(Trainer):  # type: ignore[misc]
         checkpoint_limit = 2
+        nonfinite: str | None = None  # why training stopped: a non-finite adapter weight
         _graftlab_staging: Path | None = None
 
         def _get_output_dir(self, trial: Any) -> str:
@@ -123,6 +124,17 @@ def make_trainer_class() -> type:
             return str(super()._get_output_dir(trial))
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            from graftlab.core.adapter.export import finite_check
+
+            # The loss is checked only at logging steps; the weights are checked here, before
+            # every checkpoint, so a "last good" checkpoint never holds NaN.
+            bad = finite_check(self.model)
+            if bad:
+                self.nonfinite = (f"training diverged: {bad} at step {self.state.global_step}; "
+                                  "lower training.learning_rate (or check the data), then "
+                                  "resume from the last good checkpoint")
+                self.control.should_training_stop = True
+                return
             save_atomically(self, model, trial, super()._save_checkpoint,
                             Path(self.args.output_dir), self.checkpoint_limit)
 

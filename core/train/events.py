@@ -103,6 +103,25 @@ class Message(Event):
 
 
 @dataclass
+class Download(Event):
+    """Base weights arriving from the hub (a run or merge of a model not downloaded yet)."""
+
+    kind: ClassVar[str] = "download"
+    done_bytes: int
+    total_bytes: int
+    file: str
+
+
+@dataclass
+class Saving(Event):
+    """A checkpoint or the adapter is being written; the process must not be killed now."""
+
+    kind: ClassVar[str] = "saving"
+    step: int
+    what: str  # "checkpoint" or "adapter"
+
+
+@dataclass
 class Finished(Event):
     kind: ClassVar[str] = "finished"
     step: int
@@ -123,8 +142,8 @@ class Failed(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (Started, Step, Eval, UpdateNorms, Checkpoint, Paused, Resumed, Message, Finished,
-                Failed)
+    for cls in (Started, Step, Eval, UpdateNorms, Checkpoint, Paused, Resumed, Message, Download,
+                Saving, Finished, Failed)
 }
 
 Sink = Callable[[Event], None]

@@ -126,6 +126,11 @@ class Lifecycle:
             self.end(failed=kind == "failed")
         return self._phase
 
+    def wait_until(self, phase: RunPhase, timeout_s: float | None = None) -> bool:
+        """Block until the phase is `phase`; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._phase is phase, timeout_s)
+
     def wait_while(self, phase: RunPhase, timeout_s: float | None = None) -> bool:
         """Block until the phase is no longer `phase`; False on timeout."""
         with self._cond:
@@ -173,9 +178,21 @@ class RunControl:
         return self._save_on_stop
 
     def wait_while_paused(self) -> None:
-        """Block the running thread at its pause point until resumed or stopped."""
+        """Block the running thread at its pause point until resumed or stopped.
+
+        Only here does the phase become PAUSED, so PAUSED means "really blocked between steps".
+        """
         self.lifecycle.apply(_PAUSE_POINT)
         self.lifecycle.wait_while(P.PAUSED)
+
+    @property
+    def blocked(self) -> bool:
+        """True only while the running thread is really waiting between steps."""
+        return self.phase is P.PAUSED
+
+    def wait_until_blocked(self, timeout_s: float) -> bool:
+        """Wait until the running thread is blocked in a pause; False after `timeout_s`."""
+        return self.lifecycle.wait_until(P.PAUSED, timeout_s)
 
 
 class _PausePoint:

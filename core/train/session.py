@@ -26,8 +26,37 @@ from graftlab.core.model.module_tree import ModuleTree, build_tree
 from graftlab.core.model.sources import resolve_source
 from graftlab.core.train.checkpoints import CheckpointInfo
 from graftlab.core.train.device import pick_device_and_precision
-from graftlab.core.train.events import Event, Failed, Finished, JsonlSink, Message, Started
-from graftlab.core.train.lifecycle import RunControl, RunPhase
+from graftlab.core.train.events import (
+    Download,
+    Event,
+    Failed,
+    Finished,
+    JsonlSink,
+    Message,
+    Saving,
+    Started,
+)
+from graftlab.core.train.lifecycle import RunControl
+
+
+def download_reporter(emit: Callable[[Event], None],
+                      every_s: float = 0.5) -> Callable[[int, int, str], None]:
+    """Turns byte counts from a hub download into Download events, at most every `every_s`."""
+    from time import monotonic
+
+    last = [0.0]
+
+    def report(done: int, total: int, name: str) -> None:
+        now = monotonic()
+        if done >= total or now - last[0] >= every_s:
+            last[0] = now
+            emit(Download(done, total, name))
+
+    return report
+
+
+RUNTIME_NAMES = {"vllm": "vLLM", "llama.cpp": "llama.cpp", "peft": "PEFT",
+                 "size": "adapter size"}
 
 
 @dataclass
@@ -43,14 +72,17 @@ class TrainingSession(RunControl):
     """One training run. `run()` blocks; stop/pause requests may come from any thread."""
 
     def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = (),
-                 resume: bool = False) -> None:
+                 resume: bool = False, strict: bool = False) -> None:
         """Args:
             cfg: the run.
             sinks: callables that receive every event.
             resume: continue the run in ``cfg.training.output_dir`` from its latest complete
                 checkpoint instead of starting a new run folder.
+            strict: a compatibility finding (vLLM, llama.cpp, PEFT) is an error before
+                anything is loaded, instead of a warning.
         """
         super().__init__()
+        self.strict = strict
         self.cfg = cfg
         self.resume = resume
         self.sinks = list(sinks)
@@ -70,22 +102,28 @@ class TrainingSession(RunControl):
             else None
         return quick or build_tree(m.source, m.task, m.trust_remote_code, m.num_labels)
 
-    def snapshot_adapter(self, out_dir: str | Path) -> list[tuple[Path, int]]:
+    def snapshot_adapter(self, out_dir: str | Path, overwrite: bool = False,
+                         timeout_s: float = 60.0) -> list[tuple[Path, int]]:
         """Save the adapter as it is now (for "export while paused"); atomic like every export.
 
-        Call it only while the run is paused (or finished): the training thread is then
-        blocked between steps, so the weights are not changing underneath the save.
+        Waits (up to `timeout_s`) until the training thread is really blocked between steps,
+        so the weights are not changing underneath the save; a pause that was only requested
+        is not enough.
         """
         from graftlab.core.adapter.export import save_adapter
 
         if self.model is None:
             raise UserError("the model is not loaded yet; wait for the first step, then pause "
                             "and export.")
-        if self.phase is not RunPhase.PAUSED and self._jsonl is not None:
-            raise UserError("pause the run and wait until it has paused before exporting its "
-                            "adapter mid-training.")
+        if self._jsonl is not None:  # running: only between steps, in a pause
+            if not self.paused:
+                raise UserError("pause the run before exporting its adapter mid-training.")
+            if not self.wait_until_blocked(timeout_s):
+                raise UserError(f"the run did not reach a pause within {timeout_s:g} s (the "
+                                "current step is still running); try the export again in a "
+                                "moment.")
         source = resolve_source(self.cfg.model.source, self.cfg.model.trust_remote_code)
-        return save_adapter(self.model, out_dir, source.name)
+        return save_adapter(self.model, out_dir, source.name, overwrite)
 
     def emit(self, event: Event) -> None:
         self.lifecycle.apply(event)  # Started, Paused, Finished and Failed move the phase
@@ -114,6 +152,22 @@ class TrainingSession(RunControl):
             self.emit(Message(f"resuming from {checkpoint.path.name} (step "
                               f"{checkpoint.step} of {checkpoint.max_steps})"))
 
+    def _check_compat(self, tree: ModuleTree) -> None:
+        """The export rules the window shows before Start, as one warning per finding."""
+        from graftlab.core.adapter.compat import check_plan
+
+        assert self.plan is not None
+        findings = check_plan(self.plan, tree.model_type, tree.tie_word_embeddings)
+        names = [RUNTIME_NAMES.get(f.target, f.target) for f in findings]
+        lines = [f"{name}: {f.message}" for name, f in zip(names, findings, strict=True)]
+        for line in lines:
+            self.emit(Message(line, "warning"))
+        if self.strict and lines:
+            runtimes = ", ".join(dict.fromkeys(names))
+            raise UserError(f"--strict: {len(lines)} compatibility finding(s) for {runtimes} "
+                            f"(first, {lines[0].rstrip('.')}); change the adapter settings or "
+                            "train without --strict.", field="adapter")
+
     def _check_stop(self) -> None:
         if self.stop_requested:
             raise RunStopped
@@ -134,6 +188,7 @@ class TrainingSession(RunControl):
             self.plan = plan_adapter(tree, cfg.adapter)
             for w in self.plan.warnings:
                 self.emit(Message(w, "warning"))
+            self._check_compat(tree)
             check_weights(resolve_source(cfg.model.source, cfg.model.trust_remote_code),
                           cfg.model.allow_pickle_weights)
             if checkpoint is None:
@@ -177,11 +232,17 @@ class TrainingSession(RunControl):
                           f"{data.num_dropped} dropped, {data.num_truncated} truncated"
                           + (f", {len(data.eval)} held out" if data.eval is not None else "")))
         self._check_stop()
+        # Seed before anything random is built: a new classification head is initialised
+        # inside from_pretrained, and LoRA's A matrices inside get_peft_model.
+        from transformers import set_seed
+
+        set_seed(cfg.training.seed)
         dtype = torch.bfloat16 if precision == "bf16" and device == "cuda" else torch.float32
         model, _tok, _task = load_base_model(
             cfg.model.source, task, trust_remote_code=cfg.model.trust_remote_code,
             allow_pickle=cfg.model.allow_pickle_weights, num_labels=cfg.model.num_labels,
-            label_names=data.label_names, dtype=dtype, device=device)
+            label_names=data.label_names, dtype=dtype, device=device,
+            on_download=download_reporter(self.emit))
         model.config.use_cache = False  # a KV cache in training is wasted work (and breaks packing)
         if model.config.pad_token_id is None:  # classifiers find the last token by padding
             model.config.pad_token_id = tokenizer.pad_token_id
@@ -206,16 +267,19 @@ class TrainingSession(RunControl):
         trainer.remove_callback(PrinterCallback)
         output = trainer.train(
             resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
-        if callback.diverged:
-            raise UserError(callback.diverged + ".", field="training.learning_rate")
-        if data.eval is not None and not callback.evaluated_at_end:
+        diverged = callback.diverged or trainer.nonfinite
+        if diverged:
+            raise UserError(diverged + ".", field="training.learning_rate")
+        stopped = self.stop_requested
+        if data.eval is not None and not callback.evaluated_at_end and (
+                not stopped or cfg.training.eval_on_stop):
             trainer.evaluate()
         step = trainer.state.global_step
-        stopped = self.stop_requested
         adapter_dir: Path | None = None
         if not stopped or self.save_on_stop:
             adapter_dir = self.run_dir / "adapter"
-            save_adapter(self.model, adapter_dir, source.name)
+            self.emit(Saving(trainer.state.global_step, "adapter"))
+            save_adapter(self.model, adapter_dir, source.name, overwrite=True)
         self.emit(Finished(step, stopped, str(adapter_dir) if adapter_dir else None,
                            float(output.training_loss) if step else None,
                            callback.active_seconds()))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QMessageBox
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
@@ -23,12 +24,15 @@ from test_bad_inputs import CASES, corpus  # noqa: E402, F401 - `corpus` registe
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window
 
 # the `merge` cases (adapter onto the wrong base) go through the export dialog's tests
+# and the merge-output cases below), the --strict ones are CLI-only (the window shows findings
+# before Start instead)
 TRAIN_CASES = [name for name, (make_argv, _n) in CASES.items()
-               if "merge" not in make_argv.__code__.co_consts]
+               if "merge" not in make_argv.__code__.co_consts
+               and "merge_into" not in make_argv.__code__.co_names
+               and "--strict" not in make_argv.__code__.co_consts]
 SETTINGS_FILE = "graftlab-test.ini"  # the window's throwaway QSettings live in tmp_path
 # The window refuses a structure-only config.json itself, before the core is asked, with its
-# own sentence ("holds no weights (structure only)") instead of
-# graftlab.core.model.loading.check_weights'.
+# own sentence ("holds no weights (structure only)") instead of the core's check_weights.
 
 
 def listing(root: Path) -> list[Path]:
@@ -88,3 +92,110 @@ def test_the_cli_sentence_reaches_the_window(case, corpus, qtbot, make_window, t
     assert not (tmp_path / "out").exists()
     for box in w.findChildren(QMessageBox):
         box.close()
+
+
+# ---- output paths through the export dialog -----------------------------------------------
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory):
+    from graftlab.core.config import RunConfig
+    from graftlab.core.train.session import TrainingSession
+
+    cfg = RunConfig()
+    cfg.model.source = "demo:tiny-llama"
+    cfg.data.path = "demo:stories"
+    cfg.adapter.targets = ["model.layers.*.self_attn.q_proj"]
+    cfg.training.max_steps = 2
+    cfg.training.update_norms_every = 0
+    cfg.training.output_dir = str(tmp_path_factory.mktemp("gui-export") / "run")
+    return TrainingSession(cfg).run().adapter_dir
+
+
+def contents(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink()
+                                       else None) for p in root.rglob("*")}
+
+
+@pytest.fixture
+def export_dialog(qtbot, trained_adapter):
+    from graftlab.app.dialogs.export_dialog import ExportDialog
+
+    d = ExportDialog(trained_adapter, "demo:tiny-llama", "causal-lm")
+    qtbot.addWidget(d)
+    d.show()
+    yield d
+    assert d._call.wait(30_000)
+
+
+def run_export_dialog(qtbot, d, out: Path) -> None:
+    d.out_edit.setText(str(out))
+    with qtbot.waitSignal(d._call.finished, timeout=120_000):
+        d.start_export()
+    qtbot.waitUntil(lambda: not d.is_busy(), timeout=120_000)
+
+
+def test_export_into_the_users_folder_offers_a_new_subfolder(qtbot, export_dialog, tmp_path):
+    docs = tmp_path / "mydocs"
+    docs.mkdir()
+    (docs / "thesis.tex").write_text("years of work")
+    before = contents(tmp_path)
+    run_export_dialog(qtbot, export_dialog, docs)
+    assert "did not write" in export_dialog.error_text()
+    assert contents(tmp_path) == before
+    assert export_dialog.subfolder_button.isVisible()
+    qtbot.mouseClick(export_dialog.subfolder_button, Qt.MouseButton.LeftButton)
+    assert Path(export_dialog.out_edit.text()) == docs / "graftlab-export"
+    run_export_dialog(qtbot, export_dialog, docs / "graftlab-export")
+    assert export_dialog.error_text() == ""
+    assert (docs / "thesis.tex").read_text() == "years of work"
+    assert (docs / "graftlab-export" / "adapter_model.safetensors").is_file()
+
+
+def test_browse_to_an_occupied_folder_picks_a_subfolder(export_dialog, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    export_dialog.set_output_folder(tmp_path)
+    assert Path(export_dialog.out_edit.text()) == tmp_path / "export-adapter"
+
+
+@pytest.mark.parametrize("agree", [False, True])
+def test_replacing_an_earlier_export_asks_first(qtbot, export_dialog, tmp_path, agree):
+    out = tmp_path / "export"
+    run_export_dialog(qtbot, export_dialog, out)
+    (out / "adapter_model.safetensors").write_bytes(b"marker of the first export")
+    asked = []
+    export_dialog.confirm_replace = lambda d, folder: asked.append(folder) or agree
+    run_export_dialog(qtbot, export_dialog, out)
+    qtbot.waitUntil(lambda: not export_dialog.is_busy(), timeout=120_000)
+    assert asked == [out]
+    first = (out / "adapter_model.safetensors").read_bytes() == b"marker of the first export"
+    assert first != agree
+    assert ("earlier export was kept" in export_dialog.error_text()) != agree
+
+
+def test_export_to_a_symlink_is_refused(qtbot, export_dialog, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep.txt").write_text("keep")
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    before = contents(tmp_path)
+    run_export_dialog(qtbot, export_dialog, tmp_path / "link")
+    assert "symbolic link" in export_dialog.error_text()
+    assert contents(tmp_path) == before
+
+
+def test_full_disk_during_export_keeps_the_earlier_one(qtbot, export_dialog, tmp_path,
+                                                       monkeypatch):
+    import errno
+    import shutil
+
+    out = tmp_path / "export"
+    run_export_dialog(qtbot, export_dialog, out)
+    before = contents(tmp_path)
+
+    def full(src, dst, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(shutil, "copy2", full)
+    export_dialog.confirm_replace = lambda d, folder: True
+    run_export_dialog(qtbot, export_dialog, out)
+    qtbot.waitUntil(lambda: not export_dialog.is_busy(), timeout=120_000)
+    assert "is full" in export_dialog.error_text()
+    assert contents(tmp_path) == before

@@ -143,7 +143,10 @@ def test_a_run_adapter_and_its_base_model(qtbot, inspector, run_adapter):
     open_and_wait(qtbot, w, run_adapter / "adapter_config.json")  # a file opens its folder
     info = read_adapter(run_adapter)
     assert w.info is not None and w.info.path == run_adapter
-    assert w.summary["Base model"].text() == info.base_model == "demo:tiny-llama"
+    from graftlab.core.model.demo import demo_model_path
+
+    real = str(demo_model_path("tiny-llama").resolve())  # what llama.cpp's converter can read
+    assert w.summary["Base model"].text() == info.base_model == real
     assert w.modules_model.rowCount() == 8
     assert w.heatmap._rows == 4 and w.heatmap._kinds == ["q_proj", "up_proj"]
     assert all(w.heatmap.value_of(m.name) > 0 for m in info.modules)  # trained: B is not 0
@@ -246,3 +249,46 @@ def test_tools_menu_opens_the_inspector(qtbot, make_window, adapters, monkeypatc
     assert w.adapters.inspector is insp  # one window, reused
     qtbot.waitUntil(lambda: not insp.is_busy() and insp.info.path == adapters["dora"],
                     timeout=READ_MS)
+
+
+@pytest.mark.parametrize("agree", [False, True])
+def test_the_base_an_adapter_names_is_never_fetched_without_asking(qtbot, tmp_path, adapters,
+                                                                    tiny_models, monkeypatch,
+                                                                    agree):
+    import json
+    import shutil
+
+    from fake_hub import FakeHub
+    from huggingface_hub import constants
+
+    hub = FakeHub("acme/huge-model", tiny_models["llama"])
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    folder = tmp_path / "untrusted"
+    shutil.copytree(adapters["other"], folder)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "acme/huge-model"  # 140 GB, say
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    w = InspectorWindow()
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w._read.finished, timeout=READ_MS):
+        w.open_folder(folder)
+    assert hub.requests == []  # opening fetched nothing at all
+    assert "not on this machine" in w.summary["Base model"].text()
+    assert w.fetch_base_button.isVisibleTo(w)
+    asked = []
+    w.confirm_fetch = lambda window, base: asked.append(base) or agree
+    if agree:
+        with qtbot.waitSignal(w._read.finished, timeout=READ_MS):
+            qtbot.mouseClick(w.fetch_base_button, Qt.MouseButton.LeftButton)
+        assert {p.rsplit("/", 1)[-1] for _m, p in hub.requests if "/resolve/" in p} == {
+            "config.json"}
+        assert not w.fetch_base_button.isVisibleTo(w)
+    else:
+        qtbot.mouseClick(w.fetch_base_button, Qt.MouseButton.LeftButton)
+        assert hub.requests == []
+    assert asked == ["acme/huge-model"]
+    assert hub.weight_requests() == []
+    hub.close()

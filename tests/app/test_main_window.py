@@ -11,7 +11,7 @@ from graftlab.core.config import AdapterConfig
 from gui_waits import core_count, open_model, wait_loaded
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QPushButton
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window, 70B config
 
@@ -138,10 +138,41 @@ def test_closing_during_a_run_asks_and_can_be_cancelled(qtbot, make_window, monk
 
     monkeypatch.setattr(w, "_ask_stop_on_close", ask)
     assert not w.close()
-    assert w.isVisible() and state["stopped"] == 0
-    assert w.close()
-    assert state["stopped"] == 1
+    assert w.isVisible() and state["stopped"] == 0 and not w.closer.is_active()
+    t0 = time.perf_counter()
+    assert not w.close()  # stop and save: never a wait on the GUI thread, a progress dialog
+    assert time.perf_counter() - t0 < 1.0
+    assert state["stopped"] == 1 and w.closer.is_active()
+    assert "saving" in w.closer.label_text()
     state["running"] = False
+    w._on_run_finished(None)  # runner.finished: closes by itself
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=2000)
+    assert not w.closer.is_active()
+
+
+def test_end_now_while_closing_asks_the_runner_to_kill(qtbot, make_window, monkeypatch):
+    """The dialog's End now goes to the runner, whose kill never cuts a save short (tested
+    with a real child process in tests/core/test_run_control_races.py)."""
+    w = make_window()
+    w.show()
+    state = {"running": True, "saving": True, "kills": 0}
+    monkeypatch.setattr(w.runner, "is_running", lambda: state["running"])
+    monkeypatch.setattr(w.runner, "is_saving", lambda: state["saving"])
+    monkeypatch.setattr(w.runner, "stop", lambda save=True: None)
+    monkeypatch.setattr(w.runner, "kill", lambda: state.__setitem__("kills", state["kills"] + 1))
+    monkeypatch.setattr(w, "_ask_stop_on_close", lambda: True)
+    try:
+        assert not w.close()
+        qtbot.waitUntil(lambda: "written" in w.closer.label_text(), timeout=2000)
+        end_now = next(b for b in w.closer.dialog.findChildren(QPushButton)
+                       if b.text() == "End now")
+        qtbot.mouseClick(end_now, Qt.MouseButton.LeftButton)
+        assert state["kills"] == 1 and w.closer.is_active() and w.isVisible()
+        qtbot.waitUntil(lambda: "as soon as the write" in w.closer.label_text(), timeout=2000)
+    finally:
+        state["running"] = False  # never leave the window stuck in "closing"
+    w._on_run_finished(None)
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=2000)
 
 
 def test_close_waits_for_the_run_when_the_step_is_still_running(qtbot, make_window,
@@ -186,3 +217,12 @@ def test_llama_70b_config_opens_and_all_linear_updates_every_count(
     # a config.json has no weights: training is refused with the core-style sentence
     w.start_training()
     assert "bare config.json" in w.last_error
+
+
+def test_weights_download_shows_in_the_progress_bar(qtbot, make_window):
+    from graftlab.core.train.events import Download
+
+    w = make_window()
+    w._on_run_events([Download(2**29, 2**30, "model.safetensors")])
+    assert w.run_progress.value() == 500
+    assert "downloading weights 0.50 of 1.00 GB" in w.eta_label.text()

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
-from graftlab.core.atomic import atomic_dir, atomic_write_text
+from graftlab.core import atomic
+from graftlab.core.atomic import atomic_dir, atomic_write_text, recover_dir
 from graftlab.core.config import RunConfig
+from graftlab.core.errors import UserError
 
 
 class FullDisk:
@@ -57,7 +62,7 @@ def test_exception_inside_atomic_dir_keeps_previous_folder(tmp_path):
     target = tmp_path / "adapter"
     with atomic_dir(target) as tmp:
         (tmp / "adapter_model.safetensors").write_bytes(b"good")
-    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+    with pytest.raises(RuntimeError), atomic_dir(target, replace=True) as tmp:
         (tmp / "adapter_model.safetensors").write_bytes(b"half")
         raise RuntimeError("killed mid-write")
     assert (target / "adapter_model.safetensors").read_bytes() == b"good"
@@ -83,7 +88,85 @@ def test_failed_adapter_export_keeps_previous_adapter(tmp_path, tiny_models):
     with torch.no_grad():
         next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(1.0)
     model.save_pretrained = broken_save
-    with pytest.raises(OSError):
-        save_adapter(model, out, "base")
+    with pytest.raises(UserError, match="holds an earlier Graftlab export"):
+        save_adapter(model, out, "base")  # replacing needs consent
+    with pytest.raises(UserError, match="is full"):
+        save_adapter(model, out, "base", overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+
+
+def test_non_empty_folder_is_never_replaced_without_consent(tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError), atomic_dir(target) as tmp:
+        (tmp / "x").write_text("new")
+    assert (target / "notes.txt").read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+
+@pytest.mark.skipif(atomic._renameat2 is None, reason="renameat2 is Linux (glibc >= 2.28) only")
+def test_replacement_is_one_exchange_on_linux(tmp_path, monkeypatch):
+    target = tmp_path / "adapter"
+    with atomic_dir(target) as tmp:
+        (tmp / "f").write_text("old")
+    renames = []
+    real_rename = os.rename
+    monkeypatch.setattr(os, "rename", lambda a, b: renames.append((a, b)) or real_rename(a, b))
+    with atomic_dir(target, replace=True) as tmp:
+        (tmp / "f").write_text("new")
+    assert renames == []  # no moment without a folder at the name: a single exchange
+    assert (target / "f").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from graftlab.core import atomic
+mode, target = sys.argv[1], Path(sys.argv[2])
+if mode == "two-renames":
+    atomic._renameat2 = None  # as on a system without an atomic exchange
+    real = os.rename
+    calls = []
+    def rename(a, b):
+        calls.append(a)
+        if len(calls) == 2:  # the old folder is aside, the new one not yet in place
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(a, b)
+    os.rename = rename
+else:
+    real_exchange = atomic.exchange
+    def exchange(a, b):
+        done = real_exchange(a, b)
+        os.kill(os.getpid(), signal.SIGKILL)  # before the old folder is deleted
+        return done
+    atomic.exchange = exchange
+with atomic.atomic_dir(target, replace=True) as tmp:
+    (tmp / "f").write_text("new")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["two-renames", "exchange"])
+def test_kill_between_the_two_steps_loses_nothing(tmp_path, mode):
+    if mode == "exchange" and atomic._renameat2 is None:
+        pytest.skip("renameat2 is Linux only")
+    target = tmp_path / "adapter"
+    with atomic_dir(target) as tmp:
+        (tmp / "f").write_text("old")
+    script = tmp_path / "killed_write.py"
+    script.write_text(textwrap.dedent(KILLED_WRITE))
+    proc = subprocess.run([sys.executable, str(script), mode, str(target)], env=os.environ,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".adapter."))
+    assert leftovers, "the kill left the interrupted replacement on disk"
+    if mode == "two-renames":
+        assert not target.exists()  # the moment the exchange avoids
+    else:
+        assert (target / "f").read_text() == "new"
+    assert recover_dir(target) is not None  # what the next write or start runs
+    assert (target / "f").read_text() == ("old" if mode == "two-renames" else "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "killed_write.py"]

@@ -188,14 +188,50 @@ CASES = {
     "not an adapter folder": (lambda t, c: ["merge", str(c["llama"]), "--base",
                                             str(c["llama"]), "--output", str(t / "out")],
                               "not a PEFT adapter"),
+    # output paths: nothing a user owns is ever replaced
+    "merge into a folder of the user's files": (lambda t, c: merge_into(t, c, "mydocs", "user"),
+                                                "did not write"),
+    "merge onto a file": (lambda t, c: merge_into(t, c, "afile", "file"), "is a file"),
+    "merge into a symlink": (lambda t, c: merge_into(t, c, "link", "symlink"),
+                             "symbolic link"),
+    "merge over an earlier export without --overwrite": (
+        lambda t, c: merge_into(t, c, "export", "graftlab"), "--overwrite"),
+    # compatibility rules before training, hub ids
+    "train --strict with a DoRA adapter": (lambda t, c: run_yaml(
+        t, c, adapter={"variant": "dora"}) + ["--strict"], "llama.cpp"),
+    "hub id while offline": (lambda t, c: run_yaml(t, c, model={"source": "someorg/some-model"}),
+                             "offline"),
 }
+
+
+def merge_into(tmp_path, corpus, name, kind):
+    """A merge whose --output already holds something: files, a file, a link, an export."""
+    out = tmp_path / name
+    if kind == "file":
+        out.write_text("my notes")
+    elif kind == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "keep.txt").write_text("keep")
+        out.symlink_to(tmp_path / "elsewhere")
+    else:
+        out.mkdir()
+        (out / "thesis.tex").write_text("years of work")
+        if kind == "graftlab":
+            (out / "graftlab-output.json").write_text('{"app": "graftlab"}')
+    return ["merge", str(corpus["adapter"]), "--base", str(corpus["llama"]), "--output",
+            str(out)]
+
+
+def contents(root):
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink()
+                                       else None) for p in root.rglob("*")}
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input(case, corpus, tmp_path, capsys):
     make_argv, needle = CASES[case]
     argv = make_argv(tmp_path, corpus)
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    before = contents(tmp_path)
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     err = [line for line in err if line.startswith("error: ")] or err
@@ -204,8 +240,7 @@ def test_bad_input(case, corpus, tmp_path, capsys):
     assert needle.lower() in err[0].lower(), err[0]
     assert "Traceback" not in err[0]
     assert not (tmp_path / "out").exists(), "nothing is written for bad input"
-    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    assert after == before
+    assert contents(tmp_path) == before, "nothing already on disk changed"
 
 
 def test_existing_run_is_never_damaged(corpus, tmp_path, capsys):
@@ -220,5 +255,38 @@ def test_existing_run_is_never_damaged(corpus, tmp_path, capsys):
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == b"precious"
 
 
+@pytest.mark.slow
+def test_full_disk_during_merge_keeps_the_earlier_export(corpus, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from transformers import PreTrainedModel
+
+    out = tmp_path / "merged"
+    argv = ["merge", str(corpus["adapter"]), "--base", str(corpus["llama"]), "--output",
+            str(out)]
+    assert main(argv) == 0
+    before = contents(tmp_path)
+
+    def full_disk(self, folder, **kwargs):
+        (Path(folder) / "model.safetensors").write_bytes(b"half a model")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
+    assert main(argv + ["--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is full" in err[0] and "nothing at" in err[0], err
+    assert contents(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_train_prints_compatibility_findings_naming_the_runtime(corpus, tmp_path, capsys):
+    argv = run_yaml(tmp_path, corpus, adapter={"variant": "dora"})
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    findings = [line for line in err if line.startswith("warning: ")]
+    assert any(line.startswith("warning: llama.cpp: ") for line in findings), err
+    assert any(line.startswith("warning: vLLM: ") for line in findings), err
+
+
 def test_corpus_size():
-    assert len(CASES) >= 30
+    assert len(CASES) >= 45

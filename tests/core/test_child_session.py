@@ -141,7 +141,9 @@ def test_a_killed_child_is_reported_in_a_sentence(tmp_path):
 def test_the_child_saves_and_stops_when_its_parent_goes_away(tmp_path):
     """The GUI crashing must not lose the run: stdin closes, the child stops and saves."""
     cfg = demo_cfg(tmp_path / "run", max_steps=100_000)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # keep the caller's PYTHONPATH first: it decides which checkout `graftlab` imports from
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p))
     proc = subprocess.Popen(child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env=env)
     proc.stdin.write((json.dumps({"config": cfg.to_dict(), "resume": False}) + "\n").encode())

@@ -45,7 +45,7 @@ def test_folder_config_and_demo(tiny_models):
     config = resolve_source(str(tiny_models["gpt2"] / "config.json"))
     assert config.kind == "config" and not config.has_weights
     demo = resolve_source("demo:tiny-bert")
-    assert demo.kind == "demo" and demo.has_weights and demo.name == "demo:tiny-bert"
+    assert demo.kind == "demo" and demo.has_weights and demo.name == str(demo.path.resolve())
 
 
 def test_offline_unknown_hub_id_is_one_sentence(monkeypatch, tmp_path):
