@@ -4,15 +4,16 @@ Only ``adapter_config.json`` and ``adapter_model.safetensors`` are read: no pick
 ``torch.load``, no base weights. The safetensors header (names, dtypes, shapes) is checked before
 any tensor is loaded, so a hostile or broken file is refused before it costs memory.
 
-Saved key formats (peft 0.21, PEFT_NOTES.md §3.1), always prefixed ``base_model.model.``:
+Saved key formats (peft 0.21), always prefixed ``base_model.model.``:
 ``<name>.lora_A.weight`` (r×in), ``<name>.lora_B.weight`` (out×r), ``<name>.lora_B.bias``
 (lora_bias), ``<name>.lora_embedding_A`` (r×num_embeddings), ``<name>.lora_embedding_B``
 (dim×r), ``<name>.lora_magnitude_vector`` (DoRA, out; older files add ``.weight``),
 ``<name>.base_layer.weight`` (full embedding copies when embeddings are targeted), and
 ``<module>.weight``/``.bias`` for ``modules_to_save`` copies.
 
-Per-module rank and alpha follow PEFT's own rule for ``rank_pattern``/``alpha_pattern`` keys:
-``re.match(rf"(.*\\.)?({key})$", name)``, first key in dict order wins (PEFT_NOTES.md §1.4).
+Per-module rank and alpha come from PEFT's own ``rank_pattern``/``alpha_pattern`` lookup
+(``peft.utils.other.get_pattern_key``): each key is a regex that must match the end of the module
+name from a dot boundary, and the first key in dict order wins.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from graftlab.core.config import MAX_RANK
 from graftlab.core.errors import UserError
+from graftlab.core.model.module_tree import LAYER_INDEX, short_kinds
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PREFIX = "base_model.model."
 MAX_ELEMENTS = 2**31  # any single tensor larger than this is not a LoRA factor
-MAX_RANK = 4096  # same bound as run.yaml (graftlab.core.config.MAX_RANK)
 MAX_PATTERN_CHARS = 2000  # pattern keys are regexes from an untrusted file: keep them short
-_LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
 _LORA_KEY = re.compile(
     r"^(?P<name>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|"
     r"lora_embedding_B|lora_magnitude_vector(?:\.weight)?)$")
@@ -122,11 +123,14 @@ class AdapterInfo:
 
 
 def pattern_value(patterns: dict[str, Any], name: str, default: Any) -> Any:
-    """PEFT's rank_pattern/alpha_pattern lookup: first key matching at a dot boundary wins."""
-    for key in patterns:
-        if re.match(rf"(.*\.)?({key})$", name):
-            return patterns[key]
-    return default
+    """The rank_pattern/alpha_pattern value PEFT gives module `name`, or `default`.
+
+    PEFT's own lookup decides: the first key that matches the name's end at a dot boundary.
+    """
+    from peft.utils.other import get_pattern_key
+
+    key = get_pattern_key(list(patterns), name)  # `name` itself when no key matches
+    return patterns.get(key, default)
 
 
 def _fail(path: Path, what: str, fix: str) -> UserError:
@@ -191,26 +195,19 @@ def _check_header(path: Path) -> None:
 
 
 def _layer_and_kinds(names: list[str]) -> dict[str, tuple[int | None, str]]:
-    """Layer index (first numbered segment) and kind (shortest unambiguous in-layer suffix)."""
+    """Layer index and kind of each adapted module, by the module tree's rule."""
     rel: dict[str, str] = {}
     out: dict[str, tuple[int | None, str]] = {}
     for n in names:
-        m = _LAYER_INDEX.search(n)
+        m = LAYER_INDEX.search(n)
         if m:
             rel[n] = n[m.end():] or n.rpartition(".")[2]
             out[n] = (int(m.group(1)), "")
         else:
             out[n] = (None, n.rpartition(".")[2])
-    rels = set(rel.values())
+    short = short_kinds(rel.values())
     for n, r in rel.items():
-        parts = r.split(".")
-        kind = r
-        for i in range(len(parts) - 1, -1, -1):
-            suffix = ".".join(parts[i:])
-            if sum(1 for x in rels if x == suffix or x.endswith("." + suffix)) == 1:
-                kind = suffix
-                break
-        out[n] = (out[n][0], kind)
+        out[n] = (out[n][0], short[r])
     return out
 
 

@@ -31,7 +31,6 @@ from typing import Any
 from graftlab.core.data.encode import IGNORE
 from graftlab.core.errors import UserError
 
-PACKING_MODES = ("auto", "on", "off")
 # Largest |packed - alone| logit difference, relative to the logits' scale, still counted as
 # exact. fp32 kernels differ by ~1e-6 between layouts; bf16/fp16 by rounding (~1e-2); a leak
 # across examples or ignored position ids gives differences of order 1e-1 and above.

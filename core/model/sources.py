@@ -14,8 +14,6 @@ from typing import Any
 
 from graftlab.core.errors import UserError
 
-SOURCE_KINDS = ("folder", "config", "cache", "hub", "demo")
-
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -125,21 +123,30 @@ def resolve_source(spec: str, trust_remote_code: bool = False) -> ModelSource:
             return ModelSource(spec, "config", path, "none", str(path.parent.resolve()))
         check_config(path, trust_remote_code)
         return ModelSource(spec, "folder", path, _weights_in(path), str(path.resolve()))
-    # Not a local path: a hub id, resolved from the local cache first.
-    for cached in list_cached_models():
-        if cached.repo_id == spec and cached.has_config:
-            check_config(cached.path, trust_remote_code)
-            return ModelSource(spec, "cache", cached.path, _weights_in(cached.path), spec)
-    if spec.count("/") > 1 or " " in spec:
+    return _resolve_hub_id(spec, trust_remote_code)
+
+
+def _resolve_hub_id(spec: str, trust_remote_code: bool) -> ModelSource:
+    """A hub id: the local Hugging Face cache first, then a download of config and weights."""
+    from huggingface_hub import is_offline_mode, snapshot_download, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
         raise UserError(f"model {spec!r} is neither a local path nor a hub id "
-                        "(owner/name); check the spelling.", field="model.source")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+                        "(owner/name); check the spelling.", field="model.source") from None
+    cached = try_to_load_from_cache(spec, "config.json")  # a path, or a "not cached" marker
+    if isinstance(cached, str):
+        folder = Path(cached).parent
+        check_config(folder, trust_remote_code)
+        return ModelSource(spec, "cache", folder, _weights_in(folder), spec)
+    if is_offline_mode():
         raise UserError(f"model {spec!r} is not a local folder and not in the Hugging Face "
                         "cache, and the hub is offline; download it first or choose a local "
                         "folder.", field="model.source")
     try:
-        from huggingface_hub import snapshot_download
-
         folder = Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors",
                                                               "*.model", "*.txt", "*.jinja"]))
     except Exception as exc:  # network or auth failure: one sentence, not a traceback
