@@ -39,7 +39,8 @@ KINDS = ("adapter", "merged")
 
 def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
                out_dir: str) -> tuple[list[tuple[Path, int]], list[Any]]:
-    """Called in the background thread; imports graftlab.core.adapter.export (and torch, for a merge) there.
+    """Called in the background thread; imports graftlab.core.adapter.export (and torch, for a
+    merge) there.
 
     Returns the written files and the compatibility findings for the adapter.
     """

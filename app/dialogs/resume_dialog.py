@@ -1,8 +1,8 @@
 """Resume a run: the resumable run folders (complete checkpoints) with progress and date.
 
-Scanning verifies each checkpoint's SHA-256 marker (graftlab.core.train.checkpoints), which reads every file of
-it, so the scan runs off the GUI thread. A run that reached max_steps and saved its adapter is
-listed but cannot be chosen.
+Scanning verifies each checkpoint's SHA-256 marker (graftlab.core.train.checkpoints), which reads
+every file of it, so the scan runs off the GUI thread. A run that reached max_steps and saved its
+adapter is listed but cannot be chosen.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class RunRow:
 def completed(run_dir: Path) -> bool:
     """True when metrics.jsonl ends with a `finished` event of a run that was not stopped.
 
-    graftlab.core.train.checkpoints.list_resumable calls a run finished only when its last checkpoint is at
-    max_steps, but a run that trains to the end writes no final checkpoint.
+    graftlab.core.train.checkpoints.list_resumable calls a run finished only when its last
+    checkpoint is at max_steps, but a run that trains to the end writes no final checkpoint.
     """
     path = run_dir / "metrics.jsonl"
     try:

@@ -1,5 +1,6 @@
-"""Before Start: the peak-memory estimate (graftlab.core.train.memory_estimate) against the device, and the
-export compatibility findings for the current plan (graftlab.core.adapter.compat.check_plan).
+"""Before Start: the peak-memory estimate (graftlab.core.train.memory_estimate) against the device,
+and the export compatibility findings for the current plan
+(graftlab.core.adapter.compat.check_plan).
 
 Both are recomputed a moment after the selection, batch size, max length, checkpointing,
 precision or device change (debounced: a burst of edits costs one estimate). The estimate is

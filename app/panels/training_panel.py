@@ -359,7 +359,8 @@ class TrainingPanel(QWidget):
         self._update_device_label()
 
     def resolved_device(self) -> tuple[str, str] | None:
-        """(device, precision) that `auto` resolves to, as graftlab.core.train.session picks them."""
+        """(device, precision) that `auto` resolves to, as graftlab.core.train.device picks
+        them."""
         if self._accel is None:
             return None
         dev, prec = self.fields["device"].currentText(), self.fields["precision"].currentText()

@@ -1,4 +1,4 @@
-"""Live training plots: a grid of pyqtgraph plots that share a linked step axis (STYLE.md §4).
+"""Live training plots: a grid of pyqtgraph plots that share a linked step axis.
 
 One PlotDataItem per metric is updated in place, at most once per redraw interval, from a
 `PeakSeries` (growable numpy arrays plus a min/max pyramid, see `decimate.py`). A curve is handed
@@ -307,7 +307,7 @@ class MetricPlots(QWidget):
     def warm_up(self, interval_ms: int = 20) -> None:
         """Paint each plot once, offscreen, one per `interval_ms` (call while hidden, at the size
         it will be shown). The first paint of a plot lays out and draws its axes (~15 ms each);
-        done ahead, the first Start shows the plots in ~40 ms instead of stalling ~150 ms."""
+        done ahead, the first Start does not pay for it (tests/bench/bench_ui_stall.py)."""
         widgets = list(self.plots.values())
 
         def next_one() -> None:
@@ -318,7 +318,8 @@ class MetricPlots(QWidget):
         next_one()
 
     def load_history(self, events: Iterable[Event]) -> None:
-        """Show a finished run's history (e.g. `graftlab.core.train.events.read_metrics(metrics.jsonl)`)."""
+        """Show a finished run's history (e.g.
+        `graftlab.core.train.events.read_metrics(metrics.jsonl)`)."""
         self.clear()
         self.append_events(list(events))
         self.flush()

@@ -1,9 +1,10 @@
 """Short background jobs (building a module tree, tokenising a data preview) off the GUI thread.
 
 Each job runs on a private QThreadPool. Its result comes back through a QObject signal whose
-receiver lives on the GUI thread, so the callbacks run on the GUI thread (STYLE.md §2: connect
-worker-thread signals only to QObject slots). Jobs are keyed: a newer job of the same key makes
-the older one's result stale, and a stale result is dropped instead of overwriting newer state.
+receiver lives on the GUI thread, so the callbacks run on the GUI thread (a worker-thread signal
+runs a plain function or lambda on the worker thread; only a QObject slot runs on the GUI thread).
+Jobs are keyed: a newer job of the same key makes the older one's result stale, and a stale result
+is dropped instead of overwriting newer state.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Background work: a core training session (or any blocking call) in a dedicated QThread.
 
-This is the only module that touches QThread (STYLE.md §2). A worker QObject is moved to its own
+This is the only module that touches QThread. A worker QObject is moved to its own
 thread; the GUI connects only to the *runner's* signals, which are delivered on the GUI thread.
 
 The worker runs `graftlab.core.process.child.ProcessSession`: the training itself happens in a child
 process and the worker thread only reads its event stream. Training in a thread of this process
-made the window stall 100-200 ms at a time, because the training loop's Python holds the GIL
-(`tests/bench/bench_ui_stall.py`). A session class with the same interface can be put in
+would stall the window, because the training loop's Python holds the GIL
+(`tests/bench/bench_ui_stall.py` measures it). A session class with the same interface can be put in
 `TrainingSession` below (the tests run scripted fakes and in-process sessions that way).
 """
 
@@ -30,7 +30,8 @@ from graftlab.core.train.events import EventBatcher, Failed, Finished, Paused, R
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 # The session class a run uses. Tests monkeypatch this name with a fake or an in-process
-# session class; None means graftlab.core.process.child.ProcessSession (training in a child process).
+# session class; None means graftlab.core.process.child.ProcessSession (training in a child
+# process).
 TrainingSession: Any = None
 
 

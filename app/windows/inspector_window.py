@@ -1,10 +1,10 @@
 """The adapter inspector: open any PEFT LoRA adapter folder and see what it changes.
 
-Reading runs in a background thread (graftlab.core.adapter.info.read_adapter loads every factor and takes
-an r×r SVD per module). The window shows the base model, variant and totals, a sortable table of
-modules, the singular-value spectrum of the selected module, the layer heatmap of ‖ΔW‖_F, the
-export compatibility findings (graftlab.core.adapter.compat.check_adapter) with their sources, and a comparison
-with a second adapter. A folder that is not an adapter shows the core's one sentence.
+Reading runs in a background thread (graftlab.core.adapter.info.read_adapter loads every factor and
+takes an r×r SVD per module). The window shows the base model, variant and totals, a sortable table
+of modules, the singular-value spectrum of the selected module, the layer heatmap of ‖ΔW‖_F, the
+export compatibility findings (graftlab.core.adapter.compat.check_adapter) with their sources, and a
+comparison with a second adapter. A folder that is not an adapter shows the core's one sentence.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The main window: model and layer tree on the left; adapter, data, training and the live
 monitor on the right; status bar, drag and drop, settings, close.
 
-Around it: graftlab.app.windows.actions builds the actions, shortcuts, menus and toolbar; graftlab.app.windows.run_files opens,
-saves and resumes runs (the RunFiles mixin); graftlab.app.windows.adapter_folders exports adapters and opens the
-inspector (the AdapterFolders mixin); graftlab.app.windows.drops decides what a drop is.
+Around it: graftlab.app.windows.actions builds the actions, shortcuts, menus and toolbar;
+graftlab.app.windows.run_files opens, saves and resumes runs (the RunFiles mixin);
+graftlab.app.windows.adapter_folders exports adapters and opens the inspector (the AdapterFolders
+mixin); graftlab.app.windows.drops decides what a drop is.
 
 Everything the window does is a RunConfig plus calls into core. Slots that call core go through
 `reports_errors`, so a bad input shows the core's one sentence next to its field (or in a
@@ -431,7 +432,7 @@ class MainWindow(RunFiles, AdapterFolders, QMainWindow):
     def _on_tree_error(self, exc: UserError) -> None:
         self.report_error(exc)
 
-    # ---- the run as the window shows it (run.yaml files: graftlab.app.windows.run_files) -------------------
+    # ---- the run as the window shows it (run.yaml files: graftlab.app.windows.run_files) ----
     def run_config(self) -> RunConfig:
         """The run exactly as the GUI shows it."""
         if self.tree is None and self._pending_adapter is not None:

@@ -140,7 +140,7 @@ def _rules(f: _Facts) -> list[CompatIssue]:
                         "matrices stored beside the LoRA factors); vLLM also needs the model "
                         "to support embedding/lm_head LoRA. Adapt only the attention/MLP "
                         "projections to keep it small.",
-                        "PEFT save_embedding_layers (PEFT_NOTES.md §3.1), peft #1457"))
+                        "PEFT save_embedding_layers, peft #1457"))
     # --- PEFT / converters ---------------------------------------------------------------------
     if f.check_base_model and not f.base_model:
         add(CompatIssue("missing-base-model", "warning", "peft",
@@ -148,7 +148,7 @@ def _rules(f: _Facts) -> list[CompatIssue]:
                         "PeftModel.from_pretrained and llama.cpp's converter cannot find the "
                         "base; set it to the base model's id or path.",
                         "llama.cpp convert_lora_to_gguf.py ('base_model_name_or_path' is not "
-                        "found); PEFT_NOTES.md §3.1"))
+                        "found)"))
     # --- llama.cpp -----------------------------------------------------------------------------
     conv = "llama.cpp convert_lora_to_gguf.py LoraModel.get_tensors"
     extra = ([f"{m.name} (DoRA magnitude)" for m in f.modules] if f.dora else []) + \

@@ -10,9 +10,9 @@ uses them as variable-length boundaries.
 
 Three things make the packed loss equal the padded one (tests/core/test_packing.py):
 
-- Labels: every causal example has ``labels[0] = -100`` (graftlab.core.data.encode), and the flattening
-  collator writes -100 at each example's first position too, so the last token of one example
-  never predicts the first token of the next. Trainer's ``num_items_in_batch`` counts
+- Labels: every causal example has ``labels[0] = -100`` (graftlab.core.data.encode), and the
+  flattening collator writes -100 at each example's first position too, so the last token of one
+  example never predicts the first token of the next. Trainer's ``num_items_in_batch`` counts
   ``labels[..., 1:] != -100``: the same number in both layouts, so the loss is normalised alike.
 - The KV cache: transformers only looks for packed sequences when no cache is passed, and with
   ``config.use_cache = True`` (most configs) the model builds a ``DynamicCache`` even in training.

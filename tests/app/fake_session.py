@@ -1,4 +1,5 @@
-"""A fast scripted stand-in for graftlab.core.train.session.TrainingSession (monkeypatched into graftlab.app.run.worker).
+"""A fast scripted stand-in for graftlab.core.train.session.TrainingSession (monkeypatched into
+graftlab.app.run.worker).
 
 It honours pause/resume/stop like the real session: `Paused` right before it blocks, `Resumed`
 right after, a checkpoint-free `Finished` at the end. `snapshot_adapter` writes a small file and

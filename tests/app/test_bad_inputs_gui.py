@@ -3,8 +3,8 @@
 Reuses tests/core/test_bad_inputs.py (its CASES and its module-scoped `corpus` fixture). For each
 `train` case: the case writes its run.yaml, the window opens it (errors in run.yaml itself show
 on open), Start is pressed, and once the runner is done the core's sentence (from
-`graftlab.core.cli.main` on the same argv) must be in a visible widget of the window; nothing is written
-and the app stays usable.
+`graftlab.core.cli.main` on the same argv) must be in a visible widget of the window; nothing is
+written and the app stays usable.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window
 TRAIN_CASES = [name for name, (make_argv, _n) in CASES.items()
                if "merge" not in make_argv.__code__.co_consts]
 SETTINGS_FILE = "graftlab-test.ini"  # the window's throwaway QSettings live in tmp_path
-# The window refuses a structure-only config.json itself, before the core is asked, with its
-# own sentence ("holds no weights (structure only)") instead of graftlab.core.model.loading.check_weights'.
+# The window refuses a structure-only config.json itself, before the core is asked, with its own
+# sentence ("holds no weights (structure only)") instead of
+# graftlab.core.model.loading.check_weights'.
 
 
 def listing(root: Path) -> list[Path]:

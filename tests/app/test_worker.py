@@ -286,7 +286,8 @@ def test_background_call_returns_result_or_exception(qtbot):
 
 def test_gui_modules_do_not_import_torch():
     code = ("import sys\n"
-            "import graftlab.app.run.worker, graftlab.app.plots.metric_plots, graftlab.app.panels.training_panel\n"
+            "import graftlab.app.run.worker, graftlab.app.plots.metric_plots\n"
+            "import graftlab.app.panels.training_panel\n"
             "import graftlab.app.panels.log_view, graftlab.app.dialogs.export_dialog\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
