@@ -17,6 +17,16 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+# A fast-lane test that runs this long is hung, not slow: fail it well before the 600 s that
+# pyproject.toml gives every test (a slow test waits on a child process or a real run).
+FAST_TEST_TIMEOUT_S = 180
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(FAST_TEST_TIMEOUT_S))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _graftlab_cache(tmp_path_factory):

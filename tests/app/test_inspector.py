@@ -118,6 +118,7 @@ def test_dora_and_rslora_adapters(qtbot, inspector, adapters):
     assert w.modules_model.rows[0].scale == pytest.approx(8 / 2)
 
 
+@pytest.mark.slow
 def test_a_run_adapter_and_its_base_model(qtbot, inspector, run_adapter):
     w = inspector
     open_and_wait(qtbot, w, run_adapter / "adapter_config.json")  # a file opens its folder

@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # every test here runs `graftlab` in a subprocess
 
 
 def graftlab(*args, cwd=None, timeout=300):
