@@ -313,7 +313,9 @@ class MetricPlots(QWidget):
         def next_one() -> None:
             if widgets:
                 widgets.pop(0).grab()
-                QTimer.singleShot(interval_ms, next_one)
+                # With `self` as context the timer dies with the plots: a window closed
+                # before the warm-up ends must not paint its deleted plots.
+                QTimer.singleShot(interval_ms, self, next_one)
 
         next_one()
 

@@ -43,7 +43,7 @@ from typing import IO, Any
 
 from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
-from graftlab.core.train.events import Event, Failed, event_from_dict
+from graftlab.core.train.events import Event, Failed, Sink, event_from_dict
 from graftlab.core.train.lifecycle import RunControl
 
 CHILD_ARG = "_session"  # hidden `graftlab` subcommand that runs the child (frozen builds)
@@ -162,7 +162,7 @@ class ProcessSession(RunControl):
     child: they are remembered and sent once it exists.
     """
 
-    def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = (),
+    def __init__(self, cfg: RunConfig, sinks: Sequence[Sink] = (),
                  resume: bool = False, command: Sequence[str] | None = None) -> None:
         super().__init__()
         self.cfg, self.resume = cfg, resume

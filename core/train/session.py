@@ -8,7 +8,7 @@ then are weights loaded. Every step emits plain events to the sinks (GUI, CLI, m
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from graftlab.core.model.module_tree import ModuleTree, build_tree
 from graftlab.core.model.sources import resolve_source
 from graftlab.core.train.checkpoints import CheckpointInfo
 from graftlab.core.train.device import pick_device_and_precision
-from graftlab.core.train.events import Event, Failed, Finished, JsonlSink, Message, Started
+from graftlab.core.train.events import Event, Failed, Finished, JsonlSink, Message, Sink, Started
 from graftlab.core.train.lifecycle import RunControl
 
 
@@ -42,7 +42,7 @@ class RunResult:
 class TrainingSession(RunControl):
     """One training run. `run()` blocks; stop/pause requests may come from any thread."""
 
-    def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = (),
+    def __init__(self, cfg: RunConfig, sinks: Sequence[Sink] = (),
                  resume: bool = False) -> None:
         """Args:
             cfg: the run.
