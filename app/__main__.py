@@ -1,4 +1,4 @@
-"""`python -m app` (and `graftlab` without arguments): open the Graftlab window."""
+"""`python -m graftlab.app` (and `graftlab` without arguments): open the Graftlab window."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     Positional arguments may name a run.yaml, a model folder / config.json or a data file to open.
     """
     from graftlab.app.settings import APPLICATION, ORGANIZATION
-    from PySide6.QtGui import QIcon
+    from PySide6.QtGui import QIcon, QPixmap
     from PySide6.QtWidgets import QApplication
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName("Graftlab")
     app.setDesktopFileName("io.graftlab.Graftlab")  # matches the installed desktop entry
-    from graftlab.app.desktop_install import icon_path
+    from graftlab.app.desktop_install import icon_resource
 
-    if icon_path().is_file():
-        app.setWindowIcon(QIcon(str(icon_path())))
+    icon = QPixmap()
+    if icon.loadFromData(icon_resource("png").read_bytes()):  # works inside zips and bundles too
+        app.setWindowIcon(QIcon(icon))
     # Training runs in a child process, but model loading and exports still run in threads
     # of this one; a 1 ms GIL switch interval (default 5 ms) keeps the UI's share larger.
     sys.setswitchinterval(0.001)

@@ -13,17 +13,25 @@ import shlex
 import shutil
 import subprocess
 import sys
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from graftlab.resources import resource
+
 APP_ID = "io.graftlab.Graftlab"  # desktop-file id, icon name and AppStream id
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGING = ROOT / "packaging"
-ICONS = ROOT / "resources" / "icons"
 
 
-def icon_path(kind: str = "svg") -> Path:
-    """The app icon shipped in resources/icons (``svg`` or ``png``, 256 px)."""
-    return ICONS / f"graftlab.{kind}"
+def icon_resource(kind: str = "svg") -> Traversable:
+    """The app icon shipped in graftlab.resources/icons (``svg`` or ``png``, 256 px)."""
+    return resource("icons", f"graftlab.{kind}")
+
+
+def desktop_template() -> str:
+    return resource("desktop", "graftlab.desktop").read_text(encoding="utf-8")
+
+
+def metainfo() -> bytes:
+    return resource("desktop", f"{APP_ID}.metainfo.xml").read_bytes()
 
 
 def data_home() -> Path:
@@ -31,17 +39,22 @@ def data_home() -> Path:
 
 
 def exec_line() -> str:
-    """``Exec`` value: this interpreter running the GUI, which opens any files it is given."""
-    python = sys.executable or "python3"
+    """``Exec`` value: this installation's GUI, which opens any files it is given.
+
+    From Python it is this interpreter with ``-m graftlab.app``; a frozen build is its own
+    executable, which opens the window on ``graftlab gui FILES``.
+    """
+    program = sys.executable or "python3"
     # Desktop-entry quoting: double quotes around arguments with reserved characters.
-    quoted = f'"{python}"' if any(c in python for c in ' \t"\'\\><~|&;$*?#()`') else python
-    return f"{quoted} -m app %F"
+    quoted = f'"{program}"' if any(c in program for c in ' \t"\'\\><~|&;$*?#()`') else program
+    if getattr(sys, "frozen", False):
+        return f"{quoted} gui %F"
+    return f"{quoted} -m graftlab.app %F"
 
 
 def desktop_entry(template: str | None = None) -> str:
-    """The packaging/graftlab.desktop template with Exec pointing at this installation."""
-    text = template if template is not None else (PACKAGING / "graftlab.desktop").read_text(
-        encoding="utf-8")
+    """The shipped desktop-entry template with Exec pointing at this installation."""
+    text = template if template is not None else desktop_template()
     lines = []
     for line in text.splitlines():
         if line.startswith("Exec="):
@@ -79,10 +92,9 @@ def install(prefix: str | Path | None = None) -> list[Path]:
     hicolor = share / "icons" / "hicolor"
     written = [
         _write(share / "applications" / f"{APP_ID}.desktop", desktop_entry().encode()),
-        _write(hicolor / "scalable" / "apps" / f"{APP_ID}.svg", icon_path("svg").read_bytes()),
-        _write(hicolor / "256x256" / "apps" / f"{APP_ID}.png", icon_path("png").read_bytes()),
-        _write(share / "metainfo" / f"{APP_ID}.metainfo.xml",
-               (PACKAGING / f"{APP_ID}.metainfo.xml").read_bytes()),
+        _write(hicolor / "scalable" / "apps" / f"{APP_ID}.svg", icon_resource("svg").read_bytes()),
+        _write(hicolor / "256x256" / "apps" / f"{APP_ID}.png", icon_resource("png").read_bytes()),
+        _write(share / "metainfo" / f"{APP_ID}.metainfo.xml", metainfo()),
     ]
     os.chmod(written[0], 0o755)  # some desktops only trust executable entries
     if prefix is None:
@@ -91,7 +103,7 @@ def install(prefix: str | Path | None = None) -> list[Path]:
 
 
 def uninstall(prefix: str | Path | None = None) -> list[Path]:
-    """Remove what `install` wrote; returns the removed paths."""
+    """Remove what `install` wrote (only those four files); returns the removed paths."""
     share = Path(prefix).expanduser() if prefix is not None else data_home()
     hicolor = share / "icons" / "hicolor"
     removed = []
@@ -102,6 +114,8 @@ def uninstall(prefix: str | Path | None = None) -> list[Path]:
         if path.exists():
             path.unlink()
             removed.append(path)
+    if removed and prefix is None:
+        _refresh_caches(share)
     return removed
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from graftlab.app import desktop_install
 from graftlab.app.desktop_install import APP_ID, command_for_exec, desktop_entry, install, uninstall
+from graftlab.resources import as_file, resource
 
 ROOT = Path(__file__).resolve().parents[2]
-DESKTOP = ROOT / "packaging" / "graftlab.desktop"
-METAINFO = ROOT / "packaging" / f"{APP_ID}.metainfo.xml"
+DESKTOP = ROOT / "resources" / "desktop" / "graftlab.desktop"
+METAINFO = ROOT / "resources" / "desktop" / f"{APP_ID}.metainfo.xml"
 
 
 def parse_desktop(text: str) -> dict[str, str]:
@@ -82,15 +83,19 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_icons():
-    svg = ET.parse(desktop_install.icon_path("svg")).getroot()
+    with as_file(desktop_install.icon_resource("svg")) as svg_path:
+        svg = ET.parse(svg_path).getroot()
     assert svg.tag.endswith("svg") and svg.get("viewBox") == "0 0 256 256"
-    assert png_size(desktop_install.icon_path("png")) == (256, 256)
+    with as_file(desktop_install.icon_resource("png")) as png_path:
+        assert png_size(png_path) == (256, 256)
 
 
 def test_icon_svg_renders(qtbot):
+    from PySide6.QtCore import QByteArray
     from PySide6.QtSvg import QSvgRenderer
 
-    assert QSvgRenderer(str(desktop_install.icon_path("svg"))).isValid()
+    data = QByteArray(desktop_install.icon_resource("svg").read_bytes())
+    assert QSvgRenderer(data).isValid()
 
 
 def test_install_desktop_into_a_prefix(tmp_path):
@@ -104,7 +109,7 @@ def test_install_desktop_into_a_prefix(tmp_path):
     ])
     entry = parse_desktop(written[0].read_text(encoding="utf-8"))
     argv = command_for_exec(entry["Exec"])
-    assert argv == [sys.executable, "-m", "app"] and entry["Exec"].endswith("%F")
+    assert argv == [sys.executable, "-m", "graftlab.app"] and entry["Exec"].endswith("%F")
     assert entry["Icon"] == APP_ID
     assert png_size(written[2]) == (256, 256)
     assert install(tmp_path) == written  # idempotent
@@ -123,14 +128,56 @@ def test_the_installed_command_starts_the_app_module():
 def test_exec_quotes_paths_with_spaces(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/opt/my python/bin/python3")
     line = desktop_install.exec_line()
-    assert line == '"/opt/my python/bin/python3" -m app %F'
+    assert line == '"/opt/my python/bin/python3" -m graftlab.app %F'
     assert command_for_exec(line)[0] == "/opt/my python/bin/python3"
 
 
 def test_pyinstaller_spec_is_python_and_ships_the_resources():
     spec = (ROOT / "packaging" / "graftlab.spec").read_text(encoding="utf-8")
     ast.parse(spec)
-    for needed in ("graftlab_launcher.py", '"resources"', "collect_submodules(\"app\")",
-                   "COLLECT("):
+    for needed in ("graftlab_launcher.py", "collect_data_files(\"graftlab.resources\"",
+                   "collect_submodules(\"graftlab.app\")", "COLLECT("):
         assert needed in spec
     ast.parse((ROOT / "packaging" / "graftlab_launcher.py").read_text(encoding="utf-8"))
+
+
+def test_uninstall_flag_removes_only_what_install_wrote(tmp_path, capsys):
+    from graftlab.app.launcher import main
+
+    own = tmp_path / "applications" / "someone-else.desktop"
+    own.parent.mkdir(parents=True)
+    own.write_text("[Desktop Entry]\n")
+    assert main(["install-desktop", "--prefix", str(tmp_path)]) == 0
+    assert main(["install-desktop", "--prefix", str(tmp_path), "--uninstall"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert own.read_text() == "[Desktop Entry]\n"
+    assert not (tmp_path / "applications" / f"{APP_ID}.desktop").exists()
+    assert main(["install-desktop", "--prefix", str(tmp_path), "--uninstall"]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["demo-llama.yaml", "demo-bert-classify.yaml"])
+def test_example_run_files_are_valid_runs(name):
+    from graftlab.core.config import RunConfig, validate
+
+    text = resource("examples", name).read_text(encoding="utf-8")
+    import yaml
+
+    cfg = RunConfig.from_dict(yaml.safe_load(text), where=name)
+    validate(cfg, where=name)
+    assert cfg.model.source.startswith("demo:")
+
+
+def test_a_frozen_build_opens_files_through_its_own_executable(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/opt/graftlab/graftlab")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert desktop_install.exec_line() == "/opt/graftlab/graftlab gui %F"
+
+
+def test_gui_subcommand_opens_the_window_with_its_files(monkeypatch):
+    import graftlab.app.__main__ as gui
+    from graftlab.app.launcher import main
+
+    seen = []
+    monkeypatch.setattr(gui, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["gui", "a/run.yaml"]) == 0 and seen == [["a/run.yaml"]]
