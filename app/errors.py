@@ -38,7 +38,8 @@ class ErrorLabel(QLabel):
 
 def report(widget: QWidget | None, exc: BaseException, tb: str | None = None) -> None:
     """Route `exc` to the main window's reporter (field-aware), else show a dialog."""
-    host = widget.window() if widget is not None else None
+    # a composed (non-widget) part of a window names its window as `host`
+    host = widget.window() if isinstance(widget, QWidget) else getattr(widget, "host", None)
     reporter = getattr(host, "report_error", None)
     if callable(reporter):
         reporter(exc, tb)

@@ -7,6 +7,7 @@ Tests pass their own QSettings (an ini file in a temp folder), so they never tou
 from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, QSettings
+from PySide6.QtWidgets import QMainWindow, QSplitter
 
 ORGANIZATION = "Graftlab"
 APPLICATION = "Graftlab"
@@ -43,6 +44,22 @@ class AppSettings:
         self.qsettings.setValue("window/state", state)
         for name, value in splitters.items():
             self.qsettings.setValue(f"window/splitter/{name}", value)
+
+    def restore_layout(self, window: QMainWindow, splitters: list[QSplitter]) -> None:
+        """Give `window` and its named `splitters` the geometry saved by `save_layout`."""
+        geometry, state = self.geometry(), self.window_state()
+        if geometry is not None:
+            window.restoreGeometry(geometry)
+        if state is not None:
+            window.restoreState(state)
+        for split in splitters:
+            saved = self.splitter_state(split.objectName())
+            if saved is not None:
+                split.restoreState(saved)
+
+    def save_layout(self, window: QMainWindow, splitters: list[QSplitter]) -> None:
+        self.save_window(window.saveGeometry(), window.saveState(),
+                         {s.objectName(): s.saveState() for s in splitters})
 
     # ---- recent models --------------------------------------------------------------------
     def recent_models(self) -> list[str]:

@@ -1,8 +1,10 @@
 """Export a trained adapter: a plain PEFT folder (default) or a merged standalone model.
 
-The export runs off the GUI thread (a merge loads the base weights); afterwards the dialog lists
-the written files with their sizes and offers to open the folder. Bad destinations come back from
-core as a UserError sentence shown in the dialog.
+The export runs off the GUI thread. A merge loads the full base weights, so it runs in a
+short-lived child process (graftlab.core.process.oneshot): the window's process never holds
+them, and a merge that runs out of memory takes only that process down. Afterwards the dialog
+lists the written files with their sizes and offers to open the folder. Bad input comes back
+from core as a UserError sentence shown in the dialog.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graftlab.app.run.worker import BackgroundCall
+from graftlab.app.run.background import BackgroundCall
 from graftlab.core.errors import UserError
 from PySide6.QtCore import Qt, QUrl, Slot
 from PySide6.QtGui import QCloseEvent, QDesktopServices
@@ -39,17 +41,20 @@ KINDS = ("adapter", "merged")
 
 def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
                out_dir: str) -> tuple[list[tuple[Path, int]], list[Any]]:
-    """Called in the background thread; imports graftlab.core.adapter.export (and torch, for a
-    merge) there.
+    """Called in the background thread. A merge runs in a child process; copying an adapter
+    folder imports no torch and runs here.
 
     Returns the written files and the compatibility findings for the adapter.
     """
-    from graftlab.core.adapter.export import export_adapter, export_merged
-
-    findings = compat_findings(adapter_dir) if kind == "adapter" else []
     if kind == "merged":
-        return export_merged(model_source, adapter_dir, out_dir, task), findings
-    return export_adapter(adapter_dir, out_dir), findings
+        from graftlab.core.process.oneshot import call_in_child
+
+        files = call_in_child("merge", model_source=model_source, adapter_dir=adapter_dir,
+                              out_dir=out_dir, task=task)
+        return [(Path(p), int(n)) for p, n in files], []
+    from graftlab.core.adapter.export import export_adapter
+
+    return export_adapter(adapter_dir, out_dir), compat_findings(adapter_dir)
 
 
 def compat_findings(adapter_dir: str) -> list[Any]:
@@ -193,7 +198,8 @@ class ExportDialog(QDialog):
             self._show_error("Choose an output folder for the export.")
             return
         self._set_busy(True)
-        what = "Merging and saving the model" if self.kind() == "merged" else "Copying the adapter"
+        what = ("Merging and saving the model (in a separate process)" if self.kind() == "merged"
+                else "Copying the adapter")
         self.status_label.setStyleSheet("")
         self.status_label.setText(f"{what} to {out} …")
         self._call.start(run_export, self.kind(), str(self.adapter_dir), self.model_source,
@@ -234,8 +240,10 @@ class ExportDialog(QDialog):
         if isinstance(exc, UserError):
             self._show_error(exc.message)
         else:
-            self._show_error(f"Export failed: {type(exc).__name__}: {exc}")
-            self.status_label.setToolTip(getattr(exc, "formatted_traceback", ""))
+            # one line here; the details (the child's traceback for a merge) in the tooltip
+            first = (str(exc).strip().splitlines() or [""])[0]
+            self._show_error(f"Export failed: {type(exc).__name__}: {first}")
+            self.status_label.setToolTip(f"{exc}\n\n{getattr(exc, 'formatted_traceback', '')}")
 
     def _show_error(self, message: str) -> None:
         self.status_label.setStyleSheet("color: #c0392b;")

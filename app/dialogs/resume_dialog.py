@@ -1,8 +1,8 @@
 """Resume a run: the resumable run folders (complete checkpoints) with progress and date.
 
-Scanning verifies each checkpoint's SHA-256 marker (graftlab.core.train.checkpoints), which reads
-every file of it, so the scan runs off the GUI thread. A run that reached max_steps and saved its
-adapter is listed but cannot be chosen.
+Scanning verifies each checkpoint's SHA-256 marker (graftlab.core.train.checkpoints), which
+reads every file of it, so the scan runs off the GUI thread. A run that reached max_steps and
+saved its adapter is listed but cannot be chosen.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from graftlab.app.run.worker import BackgroundCall
+from graftlab.app.run.background import BackgroundCall
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,

@@ -39,7 +39,7 @@ def choice_of(button: QMessageBox.StandardButton) -> str:
 def ask_stop_choice(parent: QWidget | None) -> str:
     """Ask modally; returns "save", "discard" or "cancel".
 
-    The main window holds this as its `stop_chooser` attribute, so tests replace it with a
+    The window's RunCommands holds this as its `stop_chooser` attribute, so tests replace it with a
     function that answers at once instead of running a modal loop.
     """
     box = stop_box(parent)
@@ -57,7 +57,7 @@ END_DETAILS = ("A stop waits for the current step and then saves a checkpoint an
 def ask_end_now(parent: QWidget | None) -> bool:
     """Ask modally whether to kill a run that is still stopping (Wait is the default).
 
-    The main window holds this as its `end_chooser` attribute; tests replace it.
+    The window's RunCommands holds this as its `end_chooser` attribute; tests replace it.
     """
     box = QMessageBox(QMessageBox.Icon.Warning, "End training", END_TEXT,
                       QMessageBox.StandardButton.Abort | QMessageBox.StandardButton.Cancel,

@@ -40,6 +40,19 @@ def style_plot(plot: pg.PlotWidget) -> None:
         axis.setTextPen(fg)
 
 
+def static_plot(bottom: str, left: str) -> pg.PlotWidget:
+    """A plot that shows, not explores: palette colours, no menu, no mouse zoom or buttons."""
+    plot = pg.PlotWidget()
+    style_plot(plot)
+    item = plot.getPlotItem()
+    item.setMenuEnabled(False)
+    item.setMouseEnabled(x=False, y=False)
+    item.hideButtons()
+    item.setLabel("bottom", bottom)
+    item.setLabel("left", left)
+    return plot
+
+
 class AdapterPanel(QWidget):
     settings_changed = Signal()
     """Valid rank/alpha/dropout/variant were entered (invalid ones show an error instead)."""
@@ -82,14 +95,8 @@ class AdapterPanel(QWidget):
         self.warnings_label.hide()
         self.shown_trainable: int | None = None
 
-        self.plot = pg.PlotWidget()
-        style_plot(self.plot)
+        self.plot = static_plot("layer", "trainable params")
         item = self.plot.getPlotItem()
-        item.setMenuEnabled(False)
-        item.setMouseEnabled(x=False, y=False)
-        item.hideButtons()
-        item.setLabel("bottom", "layer")
-        item.setLabel("left", "trainable params")
         item.showGrid(y=True, alpha=0.3)
         self.legend = item.addLegend(offset=(-10, 10), colCount=4)
         self.plot.setMinimumHeight(180)

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from graftlab.app.errors import ErrorLabel
-from graftlab.app.panels.adapter_panel import style_plot
+from graftlab.app.panels.adapter_panel import static_plot
 from graftlab.app.run.background import BackgroundJobs
 from graftlab.core.config import DATA_FORMATS, DataConfig
 from graftlab.core.errors import UserError
 from graftlab.core.model.demo import DEMO_DATASETS
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qdebounced
 
 COLUMN_ROLES = (("text_column", "Text column", ("text", "classification")),
                 ("prompt_column", "Prompt column", ("prompt-completion",)),
@@ -127,7 +128,36 @@ class DataPanel(QWidget):
         self._columns: list[str] = []
         self.result: PreviewResult | None = None
         self._loading = False
+        self._build_editors()
+        self.form = self._build_form()
+        self._build_preview()
 
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addLayout(self.form)
+        top_layout.addWidget(self.error_label)
+        top_layout.addWidget(self.busy)
+        top_layout.addWidget(self.counts_label)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.hist)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(top)
+        layout.addWidget(split, 1)
+
+        self._refresh_pending = False
+        self.path_edit.editingFinished.connect(self._on_edited)
+        self.format_combo.activated.connect(self._on_edited)
+        for spin in (self.max_length_spin, self.eval_spin, self.max_examples_spin):
+            spin.setKeyboardTracking(False)
+            spin.valueChanged.connect(self._on_edited)
+        self.set_values(DataConfig())
+
+    def _build_editors(self) -> None:
+        """The data source, format and size editors, and the status widgets under them."""
         self.path_edit = QLineEdit(placeholderText="A jsonl/json/csv/parquet/txt file, a hub "
                                                    "dataset or demo:stories")
         self.browse_button = QToolButton(text="Choose")
@@ -161,26 +191,31 @@ class DataPanel(QWidget):
         self.counts_label = QLabel("")
         self.counts_label.setWordWrap(True)
 
-        self.form = QFormLayout()
+    def _build_form(self) -> QFormLayout:
+        """The editors as a form, with one column chooser per role (text, prompt, label...)."""
+        form = QFormLayout()
         path_row = QHBoxLayout()
         path_row.addWidget(self.path_edit, 1)
         path_row.addWidget(self.browse_button)
-        self.form.addRow("Data", path_row)
+        form.addRow("Data", path_row)
         fmt_row = QHBoxLayout()
         fmt_row.addWidget(self.format_combo)
         fmt_row.addWidget(self.detected_label, 1)
-        self.form.addRow("Format", fmt_row)
+        form.addRow("Format", fmt_row)
         for key, label, _ in COLUMN_ROLES:
             combo = QComboBox()
             combo.addItem(AUTO)
             combo.setToolTip("Which column holds this; (auto) picks it from the column names")
             combo.activated.connect(self._on_edited)
             self.column_combos[key] = combo
-            self.form.addRow(label, combo)
-        self.form.addRow("Max length", self.max_length_spin)
-        self.form.addRow("Eval share", self.eval_spin)
-        self.form.addRow("Max examples", self.max_examples_spin)
+            form.addRow(label, combo)
+        form.addRow("Max length", self.max_length_spin)
+        form.addRow("Eval share", self.eval_spin)
+        form.addRow("Max examples", self.max_examples_spin)
+        return form
 
+    def _build_preview(self) -> None:
+        """The examples as trained (a table) and the histogram of their token counts."""
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Tokens", "Example as trained (highlighted "
                                               "tokens carry the loss)", "Note"])
@@ -191,44 +226,12 @@ class DataPanel(QWidget):
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        self.hist = pg.PlotWidget()
-        style_plot(self.hist)
-        hp = self.hist.getPlotItem()
-        hp.setMenuEnabled(False)
-        hp.setMouseEnabled(x=False, y=False)
-        hp.hideButtons()
-        hp.setLabel("bottom", "tokens per example (before truncation)")
-        hp.setLabel("left", "examples")
+        self.hist = static_plot("tokens per example (before truncation)", "examples")
         self.hist.setMinimumHeight(120)
         self._hist_bar: pg.BarGraphItem | None = None
         self._max_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#e5534b", width=1,
                                                                  style=Qt.PenStyle.DashLine))
         self._max_line.setToolTip("max length: examples beyond it are truncated")
-
-        top = QWidget()
-        top_layout = QVBoxLayout(top)
-        top_layout.setContentsMargins(0, 0, 0, 0)
-        top_layout.addLayout(self.form)
-        top_layout.addWidget(self.error_label)
-        top_layout.addWidget(self.busy)
-        top_layout.addWidget(self.counts_label)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.table)
-        split.addWidget(self.hist)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(top)
-        layout.addWidget(split, 1)
-
-        self._timer = QTimer(self, singleShot=True, interval=300)
-        self._timer.timeout.connect(self.refresh)
-        self.path_edit.editingFinished.connect(self._on_edited)
-        self.format_combo.activated.connect(self._on_edited)
-        for spin in (self.max_length_spin, self.eval_spin, self.max_examples_spin):
-            spin.setKeyboardTracking(False)
-            spin.valueChanged.connect(self._on_edited)
-        self.set_values(DataConfig())
 
     # ---- values ---------------------------------------------------------------------------
     def values(self) -> DataConfig:
@@ -295,14 +298,21 @@ class DataPanel(QWidget):
         self.changed.emit()
 
     def schedule_refresh(self) -> None:
-        self._timer.start()
+        """Preview again once the edits have paused for 300 ms."""
+        self._refresh_pending = True
+        self._refresh_when_quiet()
+
+    @qdebounced(timeout=300)
+    def _refresh_when_quiet(self) -> None:
+        self.refresh()
 
     def is_loading(self) -> bool:
-        return self._loading or self._timer.isActive()
+        return self._loading or self._refresh_pending
 
     @Slot()
     def refresh(self) -> None:
-        self._timer.stop()
+        self._refresh_pending = False
+        self._refresh_when_quiet.cancel()
         cfg = self.values()
         if not cfg.path:
             self.error_label.show_message("Choose a data file or a demo set such as "

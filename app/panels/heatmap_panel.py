@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from graftlab.app.errors import ErrorLabel
-from graftlab.app.plots.heatmap import HeatmapWidget, grid_from_names, grid_from_tree
+from graftlab.app.plots.heatmap import HeatmapWidget
+from graftlab.app.plots.heatmap_grid import grid_from_names, grid_from_tree
 from graftlab.core.train.events import Event, Finished, Started, UpdateNorms, read_metrics
 from PySide6.QtCore import QItemSelection, QItemSelectionModel, Signal, Slot
 from PySide6.QtWidgets import (

@@ -18,7 +18,7 @@ from graftlab.app.panels.tree_model import (
     ModuleTreeModel,
 )
 from graftlab.core.errors import UserError
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QTimer, Signal, Slot
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDoubleSpinBox,
@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qdebounced
 
 PRESETS = (("attention", "Attention"), ("mlp", "MLP"), ("all-linear", "All linear"),
            ("none", "None"))
@@ -90,13 +91,30 @@ class LayerTreeWidget(QWidget):
         self.tick_button.setToolTip("Tick every module the filter matches that can carry LoRA")
         self.untick_button.setToolTip("Untick every module the filter matches")
         self.filter_error = ErrorLabel()
-        self._filter_timer = QTimer(self, singleShot=True, interval=150)
-        self._filter_timer.timeout.connect(self.apply_filter)
-        self.filter_edit.textChanged.connect(self._filter_timer.start)
+        self.filter_edit.textChanged.connect(self._filter_when_quiet)
         self.filter_edit.returnPressed.connect(self.apply_filter)
         self.tick_button.clicked.connect(self.tick_matches)
         self.untick_button.clicked.connect(self.untick_matches)
+        presets = self._build_presets()
+        self._build_view()
+        sel = self._build_selection_row()
 
+        filt = QHBoxLayout()
+        filt.addWidget(self.filter_edit, 1)
+        filt.addWidget(self.match_label)
+        filt.addWidget(self.tick_button)
+        filt.addWidget(self.untick_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(filt)
+        layout.addWidget(self.filter_error)
+        layout.addLayout(presets)
+        layout.addWidget(self.view, 1)
+        layout.addLayout(sel)
+        self._update_filter_buttons()
+
+    def _build_presets(self) -> QHBoxLayout:
+        """Preset buttons and the layer range they tick."""
         self.preset_buttons: dict[str, QPushButton] = {}
         presets = QHBoxLayout()
         presets.addWidget(QLabel("Preset:"))
@@ -117,7 +135,10 @@ class LayerTreeWidget(QWidget):
         presets.addWidget(self.layer_from)
         presets.addWidget(QLabel("to"))
         presets.addWidget(self.layer_to)
+        return presets
 
+    def _build_view(self) -> None:
+        """The tree view: uniform rows (1,000+ modules), rank/alpha editable in place."""
         self.view = QTreeView()
         self.view.setModel(self.model)
         self.model.visible_nodes = self._visible_nodes
@@ -140,6 +161,8 @@ class LayerTreeWidget(QWidget):
             header.resizeSection(col, fm.horizontalAdvance(sample) + 24)
         self.view.setMinimumWidth(420)
 
+    def _build_selection_row(self) -> QHBoxLayout:
+        """Rank and alpha for the selected rows."""
         self.sel_rank = QSpinBox(specialValueText="keep")
         self.sel_rank.setRange(0, 1_000_000)
         self.sel_rank.setToolTip("Rank for the selected rows (keep: leave the rank as is)")
@@ -161,20 +184,7 @@ class LayerTreeWidget(QWidget):
         sel.addWidget(self.sel_apply)
         sel.addWidget(self.sel_reset)
         sel.addStretch(1)
-
-        filt = QHBoxLayout()
-        filt.addWidget(self.filter_edit, 1)
-        filt.addWidget(self.match_label)
-        filt.addWidget(self.tick_button)
-        filt.addWidget(self.untick_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(filt)
-        layout.addWidget(self.filter_error)
-        layout.addLayout(presets)
-        layout.addWidget(self.view, 1)
-        layout.addLayout(sel)
-        self._update_filter_buttons()
+        return sel
 
     def _visible_nodes(self) -> set[int]:
         """Model ids of the rows on screen (about fifty), for bulk dataChanged."""
@@ -242,10 +252,14 @@ class LayerTreeWidget(QWidget):
         self.model.set_selection(names)
         self.status.emit(f"Preset {name}: {len(names):,} modules ticked")
 
+    @qdebounced(timeout=150)
+    def _filter_when_quiet(self, *_text: str) -> None:
+        self.apply_filter()
+
     @Slot()
     @reports_errors
     def apply_filter(self) -> None:
-        self._filter_timer.stop()
+        self._filter_when_quiet.cancel()
         self.filter_error.clear_message()
         text = self.filter_edit.text().strip()
         tree = self.model.tree()

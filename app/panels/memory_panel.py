@@ -1,5 +1,5 @@
-"""Before Start: the peak-memory estimate (graftlab.core.train.memory_estimate) against the device,
-and the export compatibility findings for the current plan
+"""Before Start: the peak-memory estimate (graftlab.core.train.memory_estimate) against the
+device, and the export compatibility findings for the current plan
 (graftlab.core.adapter.compat.check_plan).
 
 Both are recomputed a moment after the selection, batch size, max length, checkpointing,
@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from graftlab.app.numbers import size_bytes as human_bytes
-from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Slot
+from PySide6.QtCore import QRectF, QSize, Qt, Slot
 from PySide6.QtGui import QColor, QPainter, QPalette, QPen, QShowEvent
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
+from superqt.utils import qdebounced
 
 PARTS = (("weights", "Base weights", "#7f8c9d"), ("adapter", "Adapter", "#3d7cc9"),
          ("gradients", "Gradients", "#16a0a0"), ("optimizer", "Optimizer (AdamW)", "#8e44ad"),
@@ -36,7 +37,10 @@ class MemoryInputs:
     training: Any  # graftlab.core.config.TrainingConfig
     max_length: int
     device: str = "cpu"
+    """The run's setting (auto, cpu, cuda), decided against `accel` as the session does."""
     config_path: Path | None = None
+    accel: Any = None
+    """graftlab.core.train.device.Accelerator from the training panel's probe (None: a CPU)."""
 
 
 class StackedBar(QWidget):
@@ -84,10 +88,6 @@ class MemoryPanel(QWidget):
         self._config_cache: tuple[Path | None, Any] = (None, None)
         self.estimate: Any = None
         self.issues: list[Any] = []
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self.refresh)
 
         memory_box = QGroupBox("Memory estimate")
         self.verdict_label = QLabel("–")
@@ -139,9 +139,10 @@ class MemoryPanel(QWidget):
         self._inputs = provider
         self.schedule()
 
+    @qdebounced(timeout=DEBOUNCE_MS)
     def schedule(self, *_args: Any) -> None:  # any change signal, whatever it carries
-        """Recompute shortly (restarts the debounce timer)."""
-        self._timer.start()
+        """Recompute once the changes have paused for DEBOUNCE_MS (a burst costs one)."""
+        self.refresh()
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
@@ -162,7 +163,7 @@ class MemoryPanel(QWidget):
     # ---- compute ----------------------------------------------------------------------------
     @Slot()
     def refresh(self) -> None:
-        self._timer.stop()
+        self.schedule.cancel()
         inputs = self._inputs() if self._inputs is not None else None
         if inputs is None or inputs.tree is None or inputs.plan is None:
             self.estimate, self.issues = None, []
@@ -176,12 +177,14 @@ class MemoryPanel(QWidget):
             return
         from graftlab.core.adapter.compat import check_plan
         from graftlab.core.errors import UserError
+        from graftlab.core.train.device import CPU_ONLY
         from graftlab.core.train.memory_estimate import estimate_memory
 
         try:
             est = estimate_memory(inputs.tree, inputs.plan, inputs.training,
                                   max(inputs.max_length, 1), inputs.device,
-                                  model_config=self._model_config(inputs.config_path))
+                                  model_config=self._model_config(inputs.config_path),
+                                  accel=inputs.accel or CPU_ONLY)
         except (UserError, ValueError, ZeroDivisionError) as exc:
             self.estimate = None
             self.verdict_label.setText(f"No estimate: {exc}")

@@ -1,8 +1,12 @@
 """Training settings (a form over graftlab.core.config.TrainingConfig), run controls and progress.
 
 Tooltips are the TrainingConfig field docstrings, so the form and run.yaml explain each setting in
-the same words. The device/precision label fills in once a background probe has asked torch
-whether CUDA is present: importing torch here would freeze the window for about two seconds.
+the same words. The run buttons follow the RunController's phase (`bind`); Pause and Resume go
+straight to it, Start and Stop go to the window (Start needs the whole run, Stop asks first).
+
+The device/precision label fills in once a probe in a short-lived child process has asked
+torch what the machine has: the window's process never imports torch for it nor initialises
+CUDA. The label uses the same rule as the training session (graftlab.core.train.device.decide).
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ import ast
 import dataclasses
 import inspect
 import math
-import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graftlab.core.config import DEVICES, PACKING, PRECISIONS, SCHEDULERS, TrainingConfig
+from graftlab.core.errors import UserError
+from graftlab.core.train.device import CPU_ONLY, Accelerator, decide
 from graftlab.core.train.events import Event, Failed, Finished, Paused, Resumed, Started, Step
-from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from graftlab.core.train.lifecycle import RunPhase
+from PySide6.QtCore import QTimer, Signal, Slot
 from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -36,7 +42,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-STATES = ("idle", "running", "paused", "stopping")
+if TYPE_CHECKING:
+    from graftlab.app.run.run_controller import RunController
+
+P = RunPhase
 BASIC = ("max_steps", "epochs", "batch_size", "learning_rate", "scheduler", "device",
          "precision", "output_dir")
 INT_MAX = 2_000_000_000
@@ -71,35 +80,32 @@ def format_eta(seconds: float | None) -> str:
 
 
 def probe_accelerator() -> dict[str, Any]:
-    """What `device: auto` and `precision: auto` will pick (imports torch: call off the GUI)."""
-    from graftlab.app.run.worker import preload_native_libraries
+    """The machine's accelerator, asked in a short-lived child process (blocks: a worker
+    thread calls it). Torch missing or broken: a CPU, and training will say why."""
+    from graftlab.core.process.oneshot import call_in_child
 
-    preload_native_libraries()  # keeps the GIL free during the long dlopen
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return {"cuda": cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
-            "name": torch.cuda.get_device_name(0) if cuda else "CPU"}
-
-
-class _Probe(QObject):
-    done = Signal(object)
+    try:
+        return call_in_child("probe", timeout_s=300)
+    except Exception:  # noqa: BLE001 - the label falls back to CPU; a run reports the cause
+        return CPU_ONLY.to_dict()
 
 
 class TrainingPanel(QWidget):
     """The training section of run.yaml plus Start/Pause/Resume/Stop and a progress bar."""
 
     start_requested = Signal()
-    pause_requested = Signal()
-    resume_requested = Signal()
     stop_requested = Signal(bool)  # save the adapter
+    accelerator_changed = Signal()  # the probe has answered (the memory estimate follows)
+    _probed = Signal(object)  # the probe's answer, from its worker thread
 
     def __init__(self, parent: QWidget | None = None, probe: bool = True) -> None:
         super().__init__(parent)
         self._docs = field_docs(TrainingConfig)
-        self._state = "idle"
+        self._phase = P.IDLE
         self._total = 0
-        self._accel: dict[str, Any] | None = None
+        self._accel: Accelerator | None = None
+        self._probe_worker: Any = None
+        self._probed.connect(self.set_accelerator)
         self.fields: dict[str, QWidget] = {}
         self._errors: dict[str, str] = {}
 
@@ -141,8 +147,6 @@ class TrainingPanel(QWidget):
         self.stop_button = QPushButton("Stop", toolTip="End after the current step; asks "
                                        "whether to save the adapter trained so far")
         self.start_button.clicked.connect(self.start_requested)
-        self.pause_button.clicked.connect(self.pause_requested)
-        self.resume_button.clicked.connect(self.resume_requested)
         self.stop_button.clicked.connect(self._on_stop_clicked)
         buttons = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
@@ -166,14 +170,11 @@ class TrainingPanel(QWidget):
         for name in ("device", "precision"):
             self.fields[name].currentTextChanged.connect(self._update_device_label)
         self.set_values(TrainingConfig())
-        self.set_state("idle")
+        self.show_phase(P.IDLE)
         if probe:
-            # After the window has painted: the probe imports torch (~2.5 s of CPU), which
-            # competes with the GUI thread and cost 0.4 s of start-up (tests/bench/bench_startup).
-            self._probe_timer = QTimer(self)
-            self._probe_timer.setSingleShot(True)
-            self._probe_timer.timeout.connect(self._start_probe)
-            self._probe_timer.start(1500)
+            # After the window has painted: the probe's child imports torch (~2.5 s of CPU),
+            # which competes with the GUI thread for the cores during start-up.
+            QTimer.singleShot(1500, self, self._start_probe)
 
     # ---- form ---------------------------------------------------------------------------------
     def _make_editor(self, name: str) -> QWidget:
@@ -280,23 +281,34 @@ class TrainingPanel(QWidget):
         layout.insertWidget(layout.indexOf(self.error_label) + 1, widget)
 
     # ---- run controls -------------------------------------------------------------------------
-    def state(self) -> str:
-        return self._state
+    def bind(self, controller: RunController) -> None:
+        """Follow `controller`'s run: buttons from its phase, progress from its events."""
+        self.pause_button.clicked.connect(controller.pause)
+        self.resume_button.clicked.connect(controller.resume)
+        controller.phase_changed.connect(self.show_phase)
+        controller.events.connect(self.append_events)
+        self.show_phase(controller.phase())
 
-    def set_state(self, state: str) -> None:
-        """idle: editable, Start; running: Pause/Stop; paused: Resume/Stop; stopping: waiting."""
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r}; use one of {', '.join(STATES)}")
-        self._state = state
-        self.start_button.setEnabled(state == "idle")
-        self.pause_button.setEnabled(state == "running")
-        self.resume_button.setEnabled(state == "paused")
+    def state(self) -> RunPhase:
+        """The phase the buttons show (a RunPhase, equal to its name: "idle", "paused"...)."""
+        return self._phase
+
+    @Slot(object)
+    def show_phase(self, phase: RunPhase | str) -> None:
+        """idle: editable, Start; starting/running: Pause/Stop; pausing/paused: Resume/Stop;
+        stopping: waiting (Stop offers to end the process); finished/failed: all off."""
+        phase = RunPhase(phase)  # ValueError for a name that is not a phase
+        self._phase = phase
+        self.start_button.setEnabled(phase is P.IDLE)
+        self.pause_button.setEnabled(phase in (P.STARTING, P.RUNNING))
+        self.resume_button.setEnabled(phase in (P.PAUSING, P.PAUSED))
         # While stopping, the button offers to end a run that does not stop (it asks first).
-        self.stop_button.setEnabled(state in ("running", "paused", "stopping"))
-        self.stop_button.setText("End now…" if state == "stopping" else "Stop")
+        self.stop_button.setEnabled(phase in (P.STARTING, P.RUNNING, P.PAUSING, P.PAUSED,
+                                              P.STOPPING))
+        self.stop_button.setText("End now…" if phase is P.STOPPING else "Stop")
         for w in self.fields.values():
-            w.setEnabled(state == "idle")
-        if state == "idle":
+            w.setEnabled(phase is P.IDLE)
+        if phase is P.IDLE:
             self.eta_label.setText("")
 
     @Slot()
@@ -337,50 +349,46 @@ class TrainingPanel(QWidget):
 
     # ---- device label -------------------------------------------------------------------------
     def _start_probe(self) -> None:
-        # A plain thread: the probe only imports torch and asks two questions. Its signal is
-        # delivered to our slot on the GUI thread (we are a QObject). `_Probe` is not our child,
-        # so closing the panel first simply drops the connection.
-        self._probe = _Probe()
-        self._probe.done.connect(self.set_accelerator)
-        probe_obj = self._probe
+        from superqt.utils import create_worker
 
-        def work() -> None:
-            try:
-                info = probe_accelerator()
-            except Exception:  # torch missing or broken: training will say why
-                info = {"cuda": False, "bf16": False, "name": "CPU"}
-            probe_obj.done.emit(info)
-
-        threading.Thread(target=work, name="graftlab-device-probe", daemon=True).start()
+        # signal to signal: the answer is queued to the GUI thread, and dropped if the panel
+        # has been deleted meanwhile
+        self._probe_worker = create_worker(probe_accelerator, _start_thread=False,
+                                           _ignore_errors=True)
+        self._probe_worker.returned.connect(self._probed)
+        self._probe_worker.start()
 
     @Slot(object)
-    def set_accelerator(self, info: dict[str, Any]) -> None:
-        self._accel = dict(info)
+    def set_accelerator(self, info: Accelerator | dict[str, Any]) -> None:
+        self._accel = info if isinstance(info, Accelerator) else Accelerator.from_dict(info)
         self._update_device_label()
+        self.accelerator_changed.emit()
+
+    def accelerator(self) -> Accelerator | None:
+        """What the probe found; None until it has answered."""
+        return self._accel
 
     def resolved_device(self) -> tuple[str, str] | None:
-        """(device, precision) that `auto` resolves to, as graftlab.core.train.device picks
-        them."""
+        """(device, precision) the run will use, by the session's own rule; None until the
+        probe has answered, and for `device: cuda` on a machine without CUDA."""
         if self._accel is None:
             return None
-        dev, prec = self.fields["device"].currentText(), self.fields["precision"].currentText()
-        cuda = bool(self._accel.get("cuda"))
-        device = "cuda" if dev == "cuda" or (dev == "auto" and cuda) else "cpu"
-        if prec == "auto":
-            prec = "bf16" if device == "cuda" and self._accel.get("bf16") else "fp32"
-        if prec == "fp16" and device == "cpu":
-            prec = "fp32"
-        return device, prec
+        try:
+            choice = decide(self.fields["device"].currentText(),
+                            self.fields["precision"].currentText(), self._accel)
+        except UserError:
+            return None
+        return choice.device, choice.precision
 
     @Slot()
     def _update_device_label(self) -> None:
+        if self._accel is None:
+            return
         resolved = self.resolved_device()
         if resolved is None:
+            self.device_label.setText("No CUDA GPU found: set device to auto or cpu")
             return
         device, prec = resolved
-        name = self._accel.get("name", "") if device == "cuda" and self._accel else ""
-        text = f"Will train on {device.upper()}{f' ({name})' if name else ''} · {prec}"
-        if self.fields["device"].currentText() == "cuda" and not self._accel.get("cuda"):
-            text = "No CUDA GPU found: set device to auto or cpu"
-        self.device_label.setText(text)
-
+        name = self._accel.name if device == "cuda" else ""
+        self.device_label.setText(f"Will train on {device.upper()}"
+                                  f"{f' ({name})' if name else ''} · {prec}")

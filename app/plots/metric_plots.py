@@ -313,15 +313,14 @@ class MetricPlots(QWidget):
         def next_one() -> None:
             if widgets:
                 widgets.pop(0).grab()
-                # With `self` as context the timer dies with the plots: a window closed
-                # before the warm-up ends must not paint its deleted plots.
+                # `self` as context: a window closed meanwhile cancels the rest of the chain
                 QTimer.singleShot(interval_ms, self, next_one)
 
         next_one()
 
     def load_history(self, events: Iterable[Event]) -> None:
-        """Show a finished run's history (e.g.
-        `graftlab.core.train.events.read_metrics(metrics.jsonl)`)."""
+        """Show a finished run's history (e.g. `read_metrics(metrics.jsonl)` from
+        graftlab.core.train.events)."""
         self.clear()
         self.append_events(list(events))
         self.flush()

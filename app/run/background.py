@@ -1,57 +1,62 @@
-"""Short background jobs (building a module tree, tokenising a data preview) off the GUI thread.
+"""Short background calls off the GUI thread, on superqt's thread workers.
 
-Each job runs on a private QThreadPool. Its result comes back through a QObject signal whose
-receiver lives on the GUI thread, so the callbacks run on the GUI thread (a worker-thread signal
-runs a plain function or lambda on the worker thread; only a QObject slot runs on the GUI thread).
-Jobs are keyed: a newer job of the same key makes the older one's result stale, and a stale result
-is dropped instead of overwriting newer state.
+`BackgroundJobs` runs keyed jobs (building a module tree, tokenising a data preview): a newer
+job of the same key makes the older one's result stale, and a stale result is dropped instead
+of overwriting newer state. `BackgroundCall` runs one call at a time (an export, an adapter
+read) and says when it is done. A worker's signals are connected to signals of these QObjects,
+so results arrive on the GUI thread (a plain callable connected to a worker's signal would run
+on the worker thread under PySide6), and a result for an object Qt has deleted is dropped.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, QThreadPool, Signal, Slot
+from superqt.utils import create_worker
 
 
-class _JobSignals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, object, str)
+def _traced(fn: Callable[..., Any], done: threading.Event | None, *args: Any,
+            **kwargs: Any) -> Any:
+    """Call `fn` in the worker thread; a failure keeps its formatted traceback for the GUI."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        exc.formatted_traceback = traceback.format_exc()  # type: ignore[attr-defined]
+        raise
+    finally:
+        if done is not None:
+            done.set()
 
 
-class _Job(QRunnable):
-    def __init__(self, job_id: int, fn: Callable[[], Any], signals: _JobSignals) -> None:
-        super().__init__()
-        self.setAutoDelete(True)
-        self._id, self._fn, self._signals = job_id, fn, signals
-
-    def run(self) -> None:
-        try:
-            result = self._fn()
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the GUI
-            self._signals.failed.emit(self._id, exc, traceback.format_exc())
-        else:
-            self._signals.done.emit(self._id, result)
+def _keyed(job_id: int, fn: Callable[[], Any]) -> tuple[int, Any]:
+    """`fn()` with its job id attached to the result or to the exception."""
+    try:
+        return job_id, _traced(fn, None)
+    except Exception as exc:
+        exc.job_id = job_id  # type: ignore[attr-defined]
+        raise
 
 
 class BackgroundJobs(QObject):
     """Run callables in the background; `busy_changed(bool)` drives a busy indicator."""
 
     busy_changed = Signal(bool)
+    _returned = Signal(object)  # (job id, result), from a worker thread
+    _errored = Signal(object)  # the exception, with `job_id`
 
-    def __init__(self, parent: QObject | None = None, max_threads: int = 2) -> None:
+    def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(max_threads)
-        self._signals = _JobSignals(self)
-        self._signals.done.connect(self._on_done)
-        self._signals.failed.connect(self._on_failed)
+        self._returned.connect(self._on_done)
+        self._errored.connect(self._on_failed)
         self._ids = itertools.count(1)
         self._latest: dict[str, int] = {}
         self._pending: dict[int, tuple[str, Callable[[Any], None], Callable[..., None]]] = {}
+        self._workers: dict[int, Any] = {}  # keeps each superqt worker alive while it runs
 
     def submit(self, key: str, fn: Callable[[], Any], on_done: Callable[[Any], None],
                on_error: Callable[[BaseException, str], None]) -> int:
@@ -60,7 +65,11 @@ class BackgroundJobs(QObject):
         self._latest[key] = job_id
         was_busy = bool(self._pending)
         self._pending[job_id] = (key, on_done, on_error)
-        self._pool.start(_Job(job_id, fn, self._signals))
+        worker = create_worker(_keyed, job_id, fn, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self._returned)
+        worker.errored.connect(self._errored)
+        self._workers[job_id] = worker
+        worker.start()
         if not was_busy:
             self.busy_changed.emit(True)
         return job_id
@@ -71,10 +80,11 @@ class BackgroundJobs(QObject):
         return any(k == key for k, _, _ in self._pending.values())
 
     def wait(self, timeout_ms: int = -1) -> bool:
-        """Block until every job has finished (closing the window). False on timeout."""
-        return self._pool.waitForDone(timeout_ms)
+        """Block until the background threads are idle (closing the window). False on timeout."""
+        return QThreadPool.globalInstance().waitForDone(timeout_ms)
 
     def _take(self, job_id: int) -> tuple[bool, Callable[[Any], None], Callable[..., None]]:
+        self._workers.pop(job_id, None)
         key, on_done, on_error = self._pending.pop(job_id)
         current = self._latest.get(key) == job_id
         if current:
@@ -83,14 +93,67 @@ class BackgroundJobs(QObject):
             self.busy_changed.emit(False)
         return current, on_done, on_error
 
-    @Slot(int, object)
-    def _on_done(self, job_id: int, result: Any) -> None:
+    @Slot(object)
+    def _on_done(self, outcome: tuple[int, Any]) -> None:
+        job_id, result = outcome
         current, on_done, _ = self._take(job_id)
         if current:
             on_done(result)
 
-    @Slot(int, object, str)
-    def _on_failed(self, job_id: int, exc: BaseException, tb: str) -> None:
-        current, _, on_error = self._take(job_id)
+    @Slot(object)
+    def _on_failed(self, exc: BaseException) -> None:
+        current, _, on_error = self._take(exc.job_id)  # type: ignore[attr-defined]
         if current:
-            on_error(exc, tb)
+            on_error(exc, getattr(exc, "formatted_traceback", ""))
+
+
+class BackgroundCall(QObject):
+    """Runs one blocking call at a time (an export, an adapter read) off the GUI thread.
+
+    `succeeded(result)` or `failed(exception)` is emitted on the GUI thread, then `finished()`.
+    A failed call's exception has `formatted_traceback`.
+    """
+
+    succeeded = Signal(object)
+    failed = Signal(object)
+    finished = Signal()
+    _returned = Signal(object)  # from the worker thread
+    _errored = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._returned.connect(self._on_returned)
+        self._errored.connect(self._on_errored)
+        self._worker: Any = None
+        self._done = threading.Event()
+        self._done.set()
+
+    def is_running(self) -> bool:
+        return self._worker is not None
+
+    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if self._worker is not None:
+            raise RuntimeError("a background call is already running")
+        self._done.clear()
+        worker = create_worker(_traced, fn, self._done, *args, _start_thread=False,
+                               _ignore_errors=True, **kwargs)
+        worker.returned.connect(self._returned)
+        worker.errored.connect(self._errored)
+        self._worker = worker
+        worker.start()
+
+    def wait(self, timeout_ms: int = 10_000) -> bool:
+        """Wait for the call to return (a call cannot be interrupted; closing waits for it)."""
+        return self._done.wait(None if timeout_ms < 0 else timeout_ms / 1000)
+
+    @Slot(object)
+    def _on_returned(self, result: Any) -> None:
+        self._worker = None
+        self.succeeded.emit(result)
+        self.finished.emit()
+
+    @Slot(object)
+    def _on_errored(self, exc: Any) -> None:
+        self._worker = None
+        self.failed.emit(exc)
+        self.finished.emit()

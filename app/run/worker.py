@@ -19,14 +19,14 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
 from graftlab.core.process.child import ProcessSession, discard_spare, prestart
-from graftlab.core.train.events import EventBatcher, Failed, Finished, Paused, Resumed
+from graftlab.core.train.events import EventBatcher
+from graftlab.core.train.lifecycle import Lifecycle, RunPhase
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 # The session class a run uses. Tests monkeypatch this name with a fake or an in-process
@@ -69,124 +69,85 @@ def _in_process(cls: Any) -> bool:
     return not (isinstance(cls, type) and issubclass(cls, ProcessSession))
 
 
-class _SessionControl:
-    """Stop/pause requests shared by the runner (GUI thread) and the worker (its thread).
+class _SessionSlot:
+    """The run's session once the worker has built it, and the run's lifecycle as the GUI sees it.
 
-    Requests can arrive before the worker has built its session (while it still imports torch);
-    they are kept here and applied the moment the session exists. This is a plain Python object,
-    so the runner never calls into the worker QObject, whose C++ side Qt deletes when the thread
-    ends.
+    Shared by the runner (GUI thread) and the worker (its thread). Requests can arrive before
+    the worker has built its session (while it still imports torch): the lifecycle's phase
+    keeps them (pausing, stopping) and `attach` applies them the moment the session exists.
+    Training events move the phase on the worker thread, before the GUI receives them, so when
+    `Paused` reaches the GUI an export-while-paused is already allowed. This is a plain Python
+    object, so the runner never calls into the worker QObject, whose C++ side Qt deletes when
+    the thread ends.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._session: Any = None
-        self._stop_save: bool | None = None  # None: no stop requested
-        self._pause = False
-        self._at_pause_point = False  # the training thread is blocked in its pause
-        self._snapshots = 0  # adapter snapshots in flight (they hold back a resume)
-        self._resume_after_snapshot = False
+        self.session: Any = None
+        self.lifecycle = Lifecycle(RunPhase.STARTING)
+        self.save = True  # a stop keeps the adapter (False once any stop asked to discard it)
         self.error: BaseException | None = None  # set by the worker before `failed`
 
-    def on_event(self, event: Any) -> None:
-        """A session sink (worker thread): tracks whether training is blocked in its pause.
+    @property
+    def phase(self) -> RunPhase:
+        return self.lifecycle.phase
 
-        `session.paused` turns true as soon as a pause is *requested*, while the step in
-        flight still updates the weights; `Paused` is emitted right before the thread blocks.
-        """
-        with self._lock:
-            if isinstance(event, Paused):
-                self._at_pause_point = True
-            elif isinstance(event, Resumed | Finished | Failed):
-                self._at_pause_point = False
+    def on_event(self, event: Any) -> None:
+        """A session sink (worker thread)."""
+        self.lifecycle.apply(event)
 
     def attach(self, session: Any) -> bool:
         """Install the session and apply pending requests; False when a stop already came."""
         with self._lock:
-            self._session = session
-            if self._stop_save is not None:
+            self.session = session
+            if self.phase is RunPhase.STOPPING:
                 return False
-            if self._pause:
+            if self.phase is RunPhase.PAUSING:
                 session.request_pause()
             return True
 
-    def detach(self) -> None:
+    def detach(self, failed: bool) -> None:
         with self._lock:
-            self._session = None
-            self._at_pause_point = False
+            self.session = None
+        self.lifecycle.end(failed)  # no-op when Finished or Failed already said so
 
     def request_stop(self, save: bool) -> None:
         with self._lock:
-            self._stop_save = save if self._stop_save is None else self._stop_save and save
-            if self._session is not None:
-                self._session.request_stop(save)
+            self.save = self.save and save
+            self.lifecycle.request_stop()
+            if self.session is not None:
+                self.session.request_stop(self.save)
 
     def kill(self) -> None:
         """End a session that does not stop: its process is killed (sessions without `kill`,
         which train in this process, can only be asked to stop)."""
         with self._lock:
-            session = self._session
-            if self._stop_save is None:
-                self._stop_save = True
+            session = self.session
+            self.lifecycle.request_stop()
         if session is None:
             return
         if hasattr(session, "kill"):
             session.kill()
         else:
-            session.request_stop(True)
+            session.request_stop(self.save)
 
     def request_pause(self) -> None:
         with self._lock:
-            self._pause = True
-            if self._session is not None:
-                self._session.request_pause()
+            if self.lifecycle.request_pause() and self.session is not None:
+                self.session.request_pause()
 
     def request_resume(self) -> None:
         with self._lock:
-            self._pause = False
-            if self._snapshots:  # never let training change the weights under a save
-                self._resume_after_snapshot = True
-            elif self._session is not None:
-                self._session.request_resume()
+            if self.lifecycle.request_resume() and self.session is not None:
+                self.session.request_resume()
 
-    @property
-    def can_snapshot(self) -> bool:
+    def paused_session(self) -> Any:
+        """The session, while it is blocked in its pause (for a save); else a UserError."""
         with self._lock:
-            return (self._session is not None and self._at_pause_point
-                    and bool(self._session.paused))
-
-    def begin_snapshot(self) -> Any:
-        """Claim the paused session for a save (GUI thread, before the save is started), so a
-        resume requested from now on waits for `end_snapshot`. Only while blocked in a pause."""
-        with self._lock:
-            session = self._session
-            if session is None or not self._at_pause_point or not session.paused:
+            if self.session is None or self.phase is not RunPhase.PAUSED:
                 raise UserError("pause the run and wait until it has paused before exporting "
                                 "its adapter mid-training.")
-            self._snapshots += 1
-            return session
-
-    def snapshot(self, session: Any, out_dir: str | Path) -> Any:
-        """Save the claimed session's adapter as it is now (any thread), then release it."""
-        try:
-            return session.snapshot_adapter(out_dir)
-        finally:
-            self.end_snapshot()
-
-    def end_snapshot(self) -> None:
-        with self._lock:
-            self._snapshots -= 1
-            if not self._snapshots and self._resume_after_snapshot:
-                self._resume_after_snapshot = False
-                if self._session is not None:
-                    self._session.request_resume()
-
-    @property
-    def paused(self) -> bool:
-        with self._lock:
-            if self._session is not None:
-                return bool(self._session.paused)
-            return self._pause and self._stop_save is None
+            return self.session
 
 
 class TrainingWorker(QObject):
@@ -196,7 +157,7 @@ class TrainingWorker(QObject):
     failed = Signal(str)  # a UserError's sentence, or a formatted traceback
     finished = Signal(object)  # RunResult, or None after a failure or an early stop
 
-    def __init__(self, cfg: RunConfig, control: _SessionControl,
+    def __init__(self, cfg: RunConfig, control: _SessionSlot,
                  flush_interval_s: float = 0.1, resume: bool = False,
                  session_class: Any = None) -> None:
         super().__init__()
@@ -220,12 +181,14 @@ class TrainingWorker(QObject):
                 result = session.run()
         except UserError as exc:  # bad input: one sentence for the user, no traceback
             self._control.error = exc
+            self._control.lifecycle.end(failed=True)  # before `failed` reaches the GUI
             self.failed.emit(exc.message)
         except Exception as exc:  # report every failure to the UI instead of losing it
             self._control.error = exc
+            self._control.lifecycle.end(failed=True)
             self.failed.emit(traceback.format_exc())
         finally:
-            self._control.detach()
+            self._control.detach(failed=self._control.error is not None)
             try:
                 batcher.flush()
             finally:
@@ -233,26 +196,25 @@ class TrainingWorker(QObject):
 
 
 class TrainingRunner(QObject):
-    """Owns one worker + thread pair at a time; its signals fire on the GUI thread."""
+    """Owns one worker + thread pair at a time; its signals fire on the GUI thread.
+
+    The window does not use it directly: graftlab.app.run.run_controller.RunController owns
+    it, adds export-while-paused and reports the run's phase.
+    """
 
     events = Signal(object)  # list[Event]
     failed = Signal(str)
     finished = Signal(object)  # RunResult | None, emitted after the thread has fully stopped
-    snapshot_saved = Signal(object)  # [(path, size)] of an adapter exported while paused
-    snapshot_failed = Signal(object)  # the exception (a UserError carries the sentence)
 
     def __init__(self, parent: QObject | None = None, flush_interval_s: float = 0.1) -> None:
         super().__init__(parent)
         self._flush_interval_s = flush_interval_s
         self._thread: QThread | None = None
         self._worker: TrainingWorker | None = None
-        self._control: _SessionControl | None = None
+        self._control: _SessionSlot | None = None
         self._result: Any = None
         self._error: BaseException | None = None
         self._keep_spare = False
-        self._snapshot_call = BackgroundCall(self)
-        self._snapshot_call.succeeded.connect(self.snapshot_saved)
-        self._snapshot_call.failed.connect(self.snapshot_failed)
 
     @property
     def last_error(self) -> BaseException | None:
@@ -261,6 +223,10 @@ class TrainingRunner(QObject):
 
     def is_running(self) -> bool:
         return self._thread is not None
+
+    def phase(self) -> RunPhase:
+        """The run's phase; idle once its thread has ended (or before any run)."""
+        return self._control.phase if self._control is not None else RunPhase.IDLE
 
     def keep_spare_process(self, enabled: bool = True) -> None:
         """Keep a training process started in advance (torch already imported), so Start
@@ -274,36 +240,15 @@ class TrainingRunner(QObject):
             discard_spare()
 
     def is_paused(self) -> bool:
-        return self._control is not None and self._control.paused
+        """A pause is asked for or in effect."""
+        return self.phase() in (RunPhase.PAUSING, RunPhase.PAUSED)
 
-    def can_snapshot(self) -> bool:
-        """True while the training thread is blocked in a pause (and no snapshot is saving)."""
-        return (self._control is not None and self._control.can_snapshot
-                and not self._snapshot_call.is_running())
-
-    def is_snapshotting(self) -> bool:
-        return self._snapshot_call.is_running()
-
-    def snapshot_adapter(self, out_dir: str | Path) -> None:
-        """Export the adapter as it is now, off the GUI thread; only while paused.
-
-        The save reads the weights in a BackgroundCall while the training thread is blocked in
-        its pause; a resume requested meanwhile waits until the save is done. The result comes
-        as `snapshot_saved(files)` or `snapshot_failed(exception)`.
-        """
-        if self._control is None or not self._control.can_snapshot:
+    def paused_session(self) -> Any:
+        """The session while it is blocked in its pause (UserError otherwise)."""
+        if self._control is None:
             raise UserError("pause the run and wait until it has paused before exporting its "
                             "adapter mid-training.")
-        if self._snapshot_call.is_running():
-            raise UserError("an export of the current adapter is already being written; wait "
-                            "for it to finish.")
-        control = self._control
-        session = control.begin_snapshot()
-        try:
-            self._snapshot_call.start(control.snapshot, session, str(out_dir))
-        except BaseException:
-            control.end_snapshot()
-            raise
+        return self._control.paused_session()
 
     def start(self, cfg: RunConfig, resume: bool = False) -> None:
         """Run `cfg` in a new thread; `resume` continues the run in `cfg.training.output_dir`
@@ -317,7 +262,7 @@ class TrainingRunner(QObject):
             # dialogs are still in reference cycles then, their Qt objects would be destroyed
             # on the worker thread, which deadlocked against the GUI thread in the test suite.
             gc.collect()
-        control = _SessionControl()
+        control = _SessionSlot()
         thread, worker = QThread(self), TrainingWorker(cfg, control, self._flush_interval_s,
                                                        resume, cls)
         worker.moveToThread(thread)
@@ -333,7 +278,7 @@ class TrainingRunner(QObject):
         self._result = self._error = None
         thread.start()
 
-    # Control requests go straight to the shared control object: a queued slot on the worker
+    # Control requests go straight to the shared slot object: a queued slot on the worker
     # would only run after `run()` returns.
     def pause(self) -> None:
         if self._control is not None:
@@ -360,10 +305,10 @@ class TrainingRunner(QObject):
         then waits for `finished` instead of destroying the runner (never `terminate()`).
         """
         if self._thread is None:
-            return self._snapshot_call.wait(timeout_ms)
+            return True
         self.stop(save=True)
         self._thread.quit()
-        return self._thread.wait(timeout_ms) and self._snapshot_call.wait(timeout_ms)
+        return self._thread.wait(timeout_ms)
 
     @Slot(str)
     def _on_worker_failed(self, message: str) -> None:
@@ -383,76 +328,3 @@ class TrainingRunner(QObject):
         if self._keep_spare:
             prestart()  # for the next run
         self.finished.emit(self._result)
-
-
-class _CallWorker(QObject):
-    done = Signal(object, object)  # (result, exception or None)
-
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        super().__init__()
-        self._fn, self._args, self._kwargs = fn, args, kwargs
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            result, error = self._fn(*self._args, **self._kwargs), None
-        except Exception as exc:  # handed to the GUI thread, never raised in this thread
-            exc.formatted_traceback = traceback.format_exc()  # type: ignore[attr-defined]
-            result, error = None, exc
-        self.done.emit(result, error)
-
-
-class BackgroundCall(QObject):
-    """Runs one blocking call (an export, a model load) in its own QThread.
-
-    `succeeded(result)` or `failed(exception)` is emitted on the GUI thread once the thread has
-    fully stopped, then `finished()`. A failed call's exception has `formatted_traceback`.
-    """
-
-    succeeded = Signal(object)
-    failed = Signal(object)
-    finished = Signal()
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._thread: QThread | None = None
-        self._worker: _CallWorker | None = None  # Python owns it: keep it alive while it runs
-        self._outcome: tuple[Any, BaseException | None] = (None, None)
-
-    def is_running(self) -> bool:
-        return self._thread is not None
-
-    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        if self._thread is not None:
-            raise RuntimeError("a background call is already running")
-        thread, worker = QThread(self), _CallWorker(fn, args, kwargs)
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        worker.done.connect(self._on_worker_done)
-        worker.done.connect(thread.quit)
-        thread.finished.connect(self._on_thread_finished)
-        thread.finished.connect(worker.deleteLater)
-        thread.finished.connect(thread.deleteLater)
-        self._thread, self._worker, self._outcome = thread, worker, (None, None)
-        thread.start()
-
-    def wait(self, timeout_ms: int = 10_000) -> bool:
-        """Join the thread (a call cannot be interrupted; closing waits for it)."""
-        return self._thread is None or self._thread.wait(timeout_ms)
-
-    @Slot(object, object)
-    def _on_worker_done(self, result: Any, error: Any) -> None:
-        self._outcome = (result, error)
-
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        if self._thread is not None:
-            self._thread.wait()
-        self._thread = self._worker = None
-        result, error = self._outcome
-        self._outcome = (None, None)
-        if error is None:
-            self.succeeded.emit(result)
-        else:
-            self.failed.emit(error)
-        self.finished.emit()

@@ -1,16 +1,15 @@
 """The adapter inspector: open any PEFT LoRA adapter folder and see what it changes.
 
-Reading runs in a background thread (graftlab.core.adapter.info.read_adapter loads every factor and
-takes an r×r SVD per module). The window shows the base model, variant and totals, a sortable table
-of modules, the singular-value spectrum of the selected module, the layer heatmap of ‖ΔW‖_F, the
-export compatibility findings (graftlab.core.adapter.compat.check_adapter) with their sources, and a
-comparison with a second adapter. A folder that is not an adapter shows the core's one sentence.
+Reading runs in a background thread (graftlab.core.adapter.info.read_adapter loads every
+factor and takes an r×r SVD per module). The window shows the base model, variant and totals, a
+sortable table of modules, the singular-value spectrum of the selected module, the layer
+heatmap of ‖ΔW‖_F, the export compatibility findings
+(graftlab.core.adapter.compat.check_adapter) with their sources, and a comparison with a
+second adapter. A folder that is not an adapter shows the core's one sentence.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,21 @@ from graftlab.app.errors import ErrorLabel
 from graftlab.app.numbers import compact, exact
 from graftlab.app.numbers import size_bytes as human_bytes
 from graftlab.app.panels.adapter_panel import style_plot
-from graftlab.app.plots.heatmap import HeatmapWidget, format_value, grid_from_adapter
-from graftlab.app.run.worker import BackgroundCall
+from graftlab.app.plots.heatmap import HeatmapWidget
+from graftlab.app.plots.heatmap_grid import format_value, grid_from_adapter
+from graftlab.app.run.background import BackgroundCall
 from graftlab.app.windows.drops import accept_local_files, dropped_paths
+from graftlab.app.windows.inspector_tables import (
+    COMPARE_COLUMNS,
+    MODULE_COLUMNS,
+    RowsModel,
+    compare,
+    make_table,
+    read_and_check,
+)
 from graftlab.core.errors import UserError
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QItemSelectionModel,
-    QModelIndex,
-    QPersistentModelIndex,
     Qt,
     Slot,
 )
@@ -45,136 +50,12 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QPushButton,
     QSplitter,
-    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
-
-_Index = QModelIndex | QPersistentModelIndex
-Column = tuple[str, Callable[[Any], Any], Callable[[Any], str]]
-
-
-def _num(v: Any) -> str:
-    return format_value(v) if isinstance(v, float) else "–" if v is None else f"{v:,}"
-
-
-def _base_config(base_model: str | None) -> dict[str, Any] | None:
-    """The base model's config.json when it is on this machine (local folder, cache, demo)."""
-    if not base_model:
-        return None
-    try:
-        from graftlab.core.model.sources import resolve_source
-
-        path = Path(resolve_source(base_model).path)
-        cfg = path if path.is_file() else path / "config.json"
-        return json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else None
-    except Exception:  # not available offline, or not a model: the rules run without it
-        return None
-
-
-def read_and_check(folder: str) -> tuple[Any, list[Any]]:
-    """Background job: the adapter and its compatibility findings."""
-    from graftlab.core.adapter.compat import check_adapter
-    from graftlab.core.adapter.info import read_adapter
-
-    info = read_adapter(folder)
-    return info, check_adapter(info, _base_config(info.base_model))
-
-
-def compare(a: Any, b: str) -> Any:
-    from graftlab.core.adapter.info import compare_adapters
-
-    return compare_adapters(a, b)
-
-
-class RowsModel(QAbstractTableModel):
-    """Rows of any objects shown through (header, value, text) columns; sorts by value."""
-
-    def __init__(self, columns: Sequence[Column], parent: Any = None) -> None:
-        super().__init__(parent)
-        self.columns = list(columns)
-        self.rows: list[Any] = []
-
-    def set_rows(self, rows: list[Any]) -> None:
-        self.beginResetModel()
-        self.rows = list(rows)
-        self.endResetModel()
-
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.columns)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.columns[section][0]
-        return None
-
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        _h, get, fmt = self.columns[index.column()]
-        row = self.rows[index.row()]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return fmt(get(row))
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() > 0:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole and index.column() == 0:
-            return str(get(row))
-        return None
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        get = self.columns[column][1]
-        self.layoutAboutToBeChanged.emit()
-        present = [r for r in self.rows if get(r) is not None]
-        missing = [r for r in self.rows if get(r) is None]  # always last
-        present.sort(key=get, reverse=order == Qt.SortOrder.DescendingOrder)
-        self.rows = present + missing
-        self.layoutChanged.emit()
-
-    def row_of(self, predicate: Callable[[Any], bool]) -> int:
-        return next((i for i, r in enumerate(self.rows) if predicate(r)), -1)
-
-
-MODULE_COLUMNS: list[Column] = [
-    ("Module", lambda m: m.name, str),
-    ("Rank", lambda m: m.rank, _num),
-    ("Alpha", lambda m: m.alpha, lambda v: f"{v:g}"),
-    ("Scale", lambda m: m.scale, lambda v: f"{v:.4g}"),
-    ("Params", lambda m: m.params, _num),
-    ("Dtype", lambda m: m.dtype, str),
-    ("‖ΔW‖_F", lambda m: m.delta_norm, _num),
-    ("Eff. rank", lambda m: m.effective_rank, lambda v: f"{v:.2f}"),
-]
-COMPARE_COLUMNS: list[Column] = [
-    ("Module", lambda c: c.name, str),
-    ("‖ΔW‖ A", lambda c: c.norm_a, _num),
-    ("‖ΔW‖ B", lambda c: c.norm_b, _num),
-    ("Ratio B/A", lambda c: c.norm_ratio, lambda v: "–" if v is None else f"{v:.3g}"),
-    ("Cosine", lambda c: c.cosine, lambda v: "–" if v is None else f"{v:+.3f}"),
-]
-
-
-def _table(model: RowsModel) -> QTableView:
-    view = QTableView()
-    view.setModel(model)
-    view.setSortingEnabled(True)
-    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    view.verticalHeader().setVisible(False)
-    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 6)
-    view.setAlternatingRowColors(True)
-    header = view.horizontalHeader()
-    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-    for c in range(1, model.columnCount()):
-        header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
-    return view
 
 
 class InspectorWindow(QMainWindow):
@@ -198,6 +79,29 @@ class InspectorWindow(QMainWindow):
         self._compare.succeeded.connect(self._on_compare_succeeded)
         self._compare.failed.connect(self._on_compare_failed)
 
+        top, summary_box = self._build_header()
+        modules_split = self._build_modules_page()
+        self.heatmap = HeatmapWidget()
+        self.heatmap.value_label = "Update norm ‖scale·B·A‖_F"
+        self.heatmap.module_clicked.connect(self.select_module)
+        self.compat_table = self._build_compat_table()
+        self.compare_page = self._build_compare_page()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(modules_split, "Modules")
+        self.tabs.addTab(self.heatmap, "Heatmap")
+        self.tabs.addTab(self.compat_table, "Compatibility")
+        self.tabs.addTab(self.compare_page, "Compare")
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addLayout(top)
+        layout.addWidget(self.error_label)
+        layout.addWidget(summary_box)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+    def _build_header(self) -> tuple[QHBoxLayout, QGroupBox]:
+        """Open and Compare buttons with the folder's path; the adapter's summary."""
         self.open_button = QPushButton("Open adapter…")
         self.open_button.setShortcut(QKeySequence.StandardKey.Open)
         self.open_button.setToolTip("Choose a PEFT LoRA adapter folder (adapter_config.json + "
@@ -215,7 +119,6 @@ class InspectorWindow(QMainWindow):
         top.addWidget(self.open_button)
         top.addWidget(self.compare_button)
         top.addWidget(self.path_label, 1)
-
         self.summary: dict[str, QLabel] = {}
         summary_box = QGroupBox("Adapter")
         form = QFormLayout(summary_box)
@@ -226,9 +129,12 @@ class InspectorWindow(QMainWindow):
             label.setWordWrap(True)
             self.summary[key] = label
             form.addRow(key, label)
+        return top, summary_box
 
+    def _build_modules_page(self) -> QSplitter:
+        """The modules table over the selected module's singular-value spectrum."""
         self.modules_model = RowsModel(MODULE_COLUMNS, self)
-        self.table = _table(self.modules_model)
+        self.table = make_table(self.modules_model)
         self.table.selectionModel().selectionChanged.connect(self._on_table_selection)
         self.spectrum = pg.PlotWidget()
         style_plot(self.spectrum)
@@ -248,28 +154,30 @@ class InspectorWindow(QMainWindow):
         modules_split.addWidget(self.table)
         modules_split.addWidget(spec_box)
         modules_split.setSizes([460, 240])
+        return modules_split
 
-        self.heatmap = HeatmapWidget()
-        self.heatmap.value_label = "Update norm ‖scale·B·A‖_F"
-        self.heatmap.module_clicked.connect(self.select_module)
-
-        self.compat_table = QTableWidget(0, 4)
-        self.compat_table.setHorizontalHeaderLabels(["Severity", "Tool", "Warning", "Source"])
-        self.compat_table.verticalHeader().setVisible(False)
-        self.compat_table.setWordWrap(True)
-        self.compat_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        ch = self.compat_table.horizontalHeader()
+    @staticmethod
+    def _build_compat_table() -> QTableWidget:
+        table = QTableWidget(0, 4)
+        table.setHorizontalHeaderLabels(["Severity", "Tool", "Warning", "Source"])
+        table.verticalHeader().setVisible(False)
+        table.setWordWrap(True)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        ch = table.horizontalHeader()
         ch.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         ch.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         ch.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         ch.setSectionResizeMode(3, QHeaderView.ResizeMode.Interactive)
         ch.resizeSection(3, 230)
+        return table
 
+    def _build_compare_page(self) -> QWidget:
+        """A comparison with a second adapter: common modules, and those only in one."""
         self.compare_label = QLabel("Choose “Compare with…” to compare this adapter with "
                                     "another one.")
         self.compare_label.setWordWrap(True)
         self.compare_model = RowsModel(COMPARE_COLUMNS, self)
-        self.compare_table = _table(self.compare_model)
+        self.compare_table = make_table(self.compare_model)
         self.only_a = QListWidget()
         self.only_b = QListWidget()
         lists = QHBoxLayout()
@@ -282,21 +190,7 @@ class InspectorWindow(QMainWindow):
         cl.addWidget(self.compare_label)
         cl.addWidget(self.compare_table, 3)
         cl.addLayout(lists, 1)
-
-        self.tabs = QTabWidget()
-        self.tabs.addTab(modules_split, "Modules")
-        self.tabs.addTab(self.heatmap, "Heatmap")
-        self.tabs.addTab(self.compat_table, "Compatibility")
-        self.tabs.addTab(compare_page, "Compare")
-        self.compare_page = compare_page
-
-        central = QWidget()
-        layout = QVBoxLayout(central)
-        layout.addLayout(top)
-        layout.addWidget(self.error_label)
-        layout.addWidget(summary_box)
-        layout.addWidget(self.tabs, 1)
-        self.setCentralWidget(central)
+        return compare_page
 
     # ---- loading ----------------------------------------------------------------------------
     def is_busy(self) -> bool:

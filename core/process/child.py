@@ -8,9 +8,9 @@ OS scheduler shares in slices of a few milliseconds. The run is also protected f
 window's process dies, the child's stdin closes and the child stops after the current step, saving a
 checkpoint and the adapter.
 
-`ProcessSession` has the interface of `graftlab.core.train.session.TrainingSession` (constructed
-with `(cfg, sinks, resume)`, then `run()`, `request_pause/resume/stop`, `paused`, `stop_requested`,
-`snapshot_adapter`), so the GUI worker runs either one unchanged.
+`ProcessSession` has the interface of `graftlab.core.train.session.TrainingSession`
+(constructed with `(cfg, sinks, resume)`, then `run()`, `request_pause/resume/stop`, `paused`,
+`phase`, `stop_requested`, `snapshot_adapter`), so the GUI worker runs either one unchanged.
 
 Protocol, one JSON object per line:
 
@@ -44,7 +44,7 @@ from typing import IO, Any
 from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
 from graftlab.core.train.events import Event, Failed, Sink, event_from_dict
-from graftlab.core.train.lifecycle import RunControl
+from graftlab.core.train.lifecycle import RunControl, RunPhase
 
 CHILD_ARG = "_session"  # hidden `graftlab` subcommand that runs the child (frozen builds)
 STDERR_TAIL_BYTES = 8000
@@ -158,8 +158,10 @@ class ProcessSession(RunControl):
     """A TrainingSession running in a child process; `run()` blocks until the child is done.
 
     Events from the child are decoded and handed to `sinks` on the thread that calls `run()`.
-    Control requests may come from any thread at any time, also before `run()` has started the
-    child: they are remembered and sent once it exists.
+    The parent's lifecycle follows its own requests and replays the child's events, so `phase`
+    is paused only once the child has said it blocks in its pause. Control requests may come
+    from any thread at any time, also before `run()` has started the child: the phase keeps
+    them, and they are sent once the child exists.
     """
 
     def __init__(self, cfg: RunConfig, sinks: Sequence[Sink] = (),
@@ -179,16 +181,16 @@ class ProcessSession(RunControl):
 
     # control (any thread)
     def request_pause(self) -> None:
-        super().request_pause()
-        self._send({"cmd": "pause"})
+        if self.lifecycle.request_pause():
+            self._send({"cmd": "pause"})
 
     def request_resume(self) -> None:
-        super().request_resume()
-        self._send({"cmd": "resume"})
+        if self.lifecycle.request_resume():
+            self._send({"cmd": "resume"})
 
     def request_stop(self, save: bool = True) -> None:
         super().request_stop(save)
-        self._send({"cmd": "stop", "save": save})
+        self._send({"cmd": "stop", "save": self.save_on_stop})
 
     def kill(self) -> None:
         """End the child now (SIGKILL), for a run that does not stop when asked. The run
@@ -203,6 +205,9 @@ class ProcessSession(RunControl):
 
     def snapshot_adapter(self, out_dir: str | Path) -> list[tuple[Path, int]]:
         """Have the child save its adapter as it is now (only while paused); blocks until done."""
+        if self.phase is not RunPhase.PAUSED and self._stdin is not None:
+            raise UserError("pause the run and wait until it has paused before exporting its "
+                            "adapter mid-training.")
         done = threading.Event()
         with self._lock:
             if self._stdin is None:
@@ -242,7 +247,7 @@ class ProcessSession(RunControl):
         with self._lock:
             self._proc, self._stdin = proc, proc.stdin
         self._send({"config": self.cfg.to_dict(), "resume": self.resume})
-        if self.paused:  # requests that came before the child existed
+        if self.phase is RunPhase.PAUSING:  # requests that came before the child existed
             self._send({"cmd": "pause"})
         if self.stop_requested:
             self._send({"cmd": "stop", "save": self.save_on_stop})
@@ -255,6 +260,7 @@ class ProcessSession(RunControl):
                     continue  # not ours (cannot happen: fd 1 is redirected in the child)
                 if "event" in message:
                     event = event_from_dict(message)
+                    self.lifecycle.apply(event)  # before the sinks: they may ask for the phase
                     for sink in self.sinks:
                         sink(event)
                 elif "reply" in message:
@@ -271,6 +277,7 @@ class ProcessSession(RunControl):
             tail = child.stderr_tail()
             child.close()
             self.returncode = proc.returncode
+        self.lifecycle.end(failed=result is None)
         if result is not None:
             return RunResult(Path(result["run_dir"]),
                              Path(result["adapter_dir"]) if result["adapter_dir"] else None,

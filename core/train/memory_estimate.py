@@ -32,6 +32,7 @@ from typing import Any
 from graftlab.core.adapter.plan import AdapterPlan
 from graftlab.core.config import TrainingConfig
 from graftlab.core.model.module_tree import ModuleTree
+from graftlab.core.train.device import CPU_ONLY, Accelerator, decide, probe_accelerator
 
 CPU_BASELINE = 520 * 2**20  # imported libraries + Trainer/runtime, measured (see module doc)
 CUDA_CONTEXT = 500 * 2**20  # CUDA context + cuBLAS workspaces, outside max_memory_allocated
@@ -137,28 +138,17 @@ def _per_token_layer(dims: ModelDims, tree: ModuleTree, plan: AdapterPlan) -> fl
 
 
 def _device_memory(device: str) -> tuple[int, int]:
-    if device == "cuda":
-        import torch
-
-        free, total = torch.cuda.mem_get_info()
-        return int(total), int(free)
+    """(total, free) bytes of system RAM; the GPU's come from the accelerator probe."""
     import psutil
 
     vm = psutil.virtual_memory()
     return int(vm.total), int(vm.available)
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfig,
                     max_length: int, device: str = "cpu", dtype_bytes: int | None = None,
-                    model_config: Any = None) -> MemoryEstimate:
+                    model_config: Any = None,
+                    accel: Accelerator | None = None) -> MemoryEstimate:
     """Estimate the peak memory of training `plan` on `tree` with `training` settings.
 
     Args:
@@ -166,11 +156,14 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
         plan: the adapter plan (targets, ranks, variant, fully-trained modules).
         training: batch size, gradient checkpointing and precision are used.
         max_length: tokens per example (the worst case: every example this long).
-        device: ``cpu``, ``cuda`` or ``auto``.
+        device: ``cpu``, ``cuda`` or ``auto``; resolved with `training.precision` by the
+            same rule the training session uses (graftlab.core.train.device.decide).
         dtype_bytes: bytes per base weight; by default 4, or 2 for bf16 on a GPU (the dtype the
             training session loads the model in).
         model_config: optional transformers config or config dict for head count and attention
             dropout.
+        accel: what the machine has (GPU, bf16 support, GPU memory). Without it, a CPU device
+            needs no probe and any other asks torch in this process.
 
     Returns:
         The estimate with a breakdown (weights, adapter, gradients, optimizer, activations,
@@ -178,10 +171,10 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
         memory, tight below 100%, else will not fit. On CPU the baseline counts even when the
         libraries are already loaded in this process, so the verdict errs on the safe side.
     """
-    device = resolve_device(device)
-    precision = training.precision
-    if precision == "auto":
-        precision = "bf16" if device == "cuda" else "fp32"
+    if accel is None:
+        accel = CPU_ONLY if device == "cpu" else probe_accelerator()
+    choice = decide(device, training.precision, accel)
+    device, precision = choice.device, choice.precision
     half = precision in ("bf16", "fp16") and not (precision == "fp16" and device == "cpu")
     if dtype_bytes is None:
         dtype_bytes = 2 if device == "cuda" and precision == "bf16" else 4
@@ -215,7 +208,10 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
         "overhead": CPU_BASELINE if device == "cpu" else CUDA_CONTEXT,
     }
     total = sum(breakdown.values())
-    dev_total, dev_free = _device_memory(device)
+    if device == "cuda":
+        dev_total, dev_free = accel.total_bytes, accel.free_bytes
+    else:
+        dev_total, dev_free = _device_memory(device)
     verdict = ("fits" if total < 0.8 * dev_free else "tight" if total < dev_free
                else "will not fit")
     notes = [f"hidden {dims.hidden}, layers {dims.layers}, ffn {dims.ffn}, vocab {dims.vocab}, "

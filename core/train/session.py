@@ -27,7 +27,7 @@ from graftlab.core.model.sources import resolve_source
 from graftlab.core.train.checkpoints import CheckpointInfo
 from graftlab.core.train.device import pick_device_and_precision
 from graftlab.core.train.events import Event, Failed, Finished, JsonlSink, Message, Sink, Started
-from graftlab.core.train.lifecycle import RunControl
+from graftlab.core.train.lifecycle import RunControl, RunPhase
 
 
 @dataclass
@@ -81,12 +81,14 @@ class TrainingSession(RunControl):
         if self.model is None:
             raise UserError("the model is not loaded yet; wait for the first step, then pause "
                             "and export.")
-        if not self.paused and self._jsonl is not None:
-            raise UserError("pause the run before exporting its adapter mid-training.")
+        if self.phase is not RunPhase.PAUSED and self._jsonl is not None:
+            raise UserError("pause the run and wait until it has paused before exporting its "
+                            "adapter mid-training.")
         source = resolve_source(self.cfg.model.source, self.cfg.model.trust_remote_code)
         return save_adapter(self.model, out_dir, source.name)
 
     def emit(self, event: Event) -> None:
+        self.lifecycle.apply(event)  # Started, Paused, Finished and Failed move the phase
         if self._jsonl is None:  # the run folder does not exist yet: replay these into it
             self._early.append(event)
         for sink in self.sinks:

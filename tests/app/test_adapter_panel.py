@@ -47,7 +47,7 @@ def test_rank_zero_shows_the_core_sentence_and_keeps_the_last_valid_counts(qtbot
     assert _shown(w) == before  # the tree keeps the last valid rank
     w.start_training()  # refused with the same sentence, nothing crashes
     assert "rank" in (w.last_error or "")
-    assert not w.runner.is_running()
+    assert not w.controller.is_running()
     box.setValue(4)
     assert not w.adapter_panel.error_label.isVisibleTo(w.adapter_panel)
     assert _shown(w) == core_count(w) == before // 2

@@ -34,8 +34,8 @@ FAST_CASES = {"yaml syntax", "unknown key", "model folder missing", "truncated s
 CASE_PARAMS = [pytest.param(name, marks=() if name in FAST_CASES else pytest.mark.slow)
                for name in TRAIN_CASES]
 SETTINGS_FILE = "graftlab-test.ini"  # the window's throwaway QSettings live in tmp_path
-# The window refuses a structure-only config.json itself, before the core is asked, with its own
-# sentence ("holds no weights (structure only)") instead of
+# The window refuses a structure-only config.json itself, before the core is asked, with its
+# own sentence ("holds no weights (structure only)") instead of
 # graftlab.core.model.loading.check_weights'.
 
 
@@ -87,11 +87,11 @@ def test_the_cli_sentence_reaches_the_window(case, corpus, qtbot, make_window, t
     qtbot.waitUntil(lambda: not w.is_loading(), timeout=60_000)
     if not any(sentence in t for t in shown_texts(w)):
         w.start_action.trigger()
-        qtbot.waitUntil(lambda: not w.runner.is_running(), timeout=60_000)
+        qtbot.waitUntil(lambda: not w.controller.is_running(), timeout=60_000)
         qtbot.wait(10)
     shown = shown_texts(w)
     assert any(sentence in t for t in shown), (sentence, shown)
-    assert not w.runner.is_running() and w.start_action.isEnabled()  # still usable
+    assert not w.controller.is_running() and w.start_action.isEnabled()  # still usable
     assert listing(tmp_path) == before, "nothing is written for bad input"
     assert not (tmp_path / "out").exists()
     for box in w.findChildren(QMessageBox):

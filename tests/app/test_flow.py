@@ -100,10 +100,10 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
     assert graftlab.app.run.worker.TrainingSession is None
     batches: list = []
     results: list = []
-    w.runner.events.connect(batches.append)
-    w.runner.finished.connect(results.append)
+    w.controller.events.connect(batches.append)
+    w.controller.finished.connect(results.append)
     w.start_action.trigger()
-    assert w.runner.is_running() and w.tabs.currentWidget() is w.monitor_split
+    assert w.controller.is_running() and w.tabs.currentWidget() is w.monitor_split
     qtbot.waitUntil(lambda: w.plots.point_count("loss") > 0, timeout=120_000)
     if shots:  # a fuller picture for the screenshot (the run is 30 steps)
         qtbot.waitUntil(lambda: w.plots.point_count("loss") >= 12, timeout=60_000)
@@ -122,8 +122,8 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
         "steps arrived while paused"
     assert w.export_current_action.isEnabled()
     snapshot = tmp_path / "snapshot"
-    with qtbot.waitSignal(w.runner.snapshot_saved, timeout=30_000):
-        w.export_current_adapter(snapshot)
+    with qtbot.waitSignal(w.controller.snapshot_saved, timeout=30_000):
+        w.adapters.export_current_adapter(snapshot)
     assert (snapshot / "adapter_model.safetensors").is_file()
     assert steps()[-1] == paused_at
     if shots:
@@ -134,16 +134,16 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
     # Resume, then Stop (Save)
     qtbot.mouseClick(w.training_panel.resume_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: steps()[-1] > paused_at, timeout=30_000)
-    w.stop_chooser = lambda parent: SAVE
-    with qtbot.waitSignal(w.runner.finished, timeout=60_000):
+    w.commands.stop_chooser = lambda parent: SAVE
+    with qtbot.waitSignal(w.controller.finished, timeout=60_000):
         w.stop_action.trigger()
     result = results[0]
     assert result.adapter_dir is not None and result.steps > paused_at
     assert w.plots.point_count("loss") == len(steps())
-    assert w.last_adapter_dir == str(result.adapter_dir)
+    assert w.adapters.last_adapter_dir == str(result.adapter_dir)
 
     # Export through the export dialog
-    w.export_adapter()
+    w.adapters.export_adapter()
     dialog = w.findChildren(ExportDialog)[-1]
     exported = tmp_path / "exported"
     dialog.out_edit.setText(str(exported))
@@ -178,9 +178,9 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
     assert not torch.equal(peft_logits(snapshot), expected)  # trained further after the pause
 
     # run.yaml: save from the window, open in another, the same resolved run
-    saved = w.save_run(tmp_path / "run.yaml")
+    saved = w.run_files.save_run(tmp_path / "run.yaml")
     w2 = make_window()
-    w2.load_run_file(saved)
+    w2.run_files.load_run_file(saved)
     wait_loaded(qtbot, w2)
     assert w2.last_error is None
     assert w2.run_config() == w.run_config()

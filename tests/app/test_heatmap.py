@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from graftlab.app.panels.heatmap_panel import HeatmapPanel
-from graftlab.app.plots.heatmap import format_value
+from graftlab.app.plots.heatmap_grid import format_value
 from graftlab.core.adapter.plan import plan_adapter
 from graftlab.core.config import AdapterConfig, Override
 from graftlab.core.model.module_tree import build_tree
@@ -207,16 +207,16 @@ def test_a_real_run_feeds_the_heatmap_in_the_window(qtbot, make_window, tmp_path
     cfg.output_dir = str(tmp_path / "run")
     w.training_panel.set_values(cfg)
     norms: list[UpdateNorms] = []
-    w.runner.events.connect(lambda b: norms.extend(e for e in b if isinstance(e, UpdateNorms)))
+    w.controller.events.connect(lambda b: norms.extend(e for e in b if isinstance(e, UpdateNorms)))
     w.start_training()
-    assert w.runner.is_running(), w.last_error
-    qtbot.waitUntil(lambda: not w.runner.is_running(), timeout=120_000)
+    assert w.controller.is_running(), w.last_error
+    qtbot.waitUntil(lambda: not w.controller.is_running(), timeout=120_000)
     assert norms and norms[-1].step == 3
     hm = w.heatmap_panel.heatmap
     assert hm.step == 3 and set(norms[-1].sizes) == {m.name for m in w.plan.modules}
     assert all(hm.value_of(n) == v for n, v in norms[-1].sizes.items())
     assert w.heatmap_panel.inspect_button.isEnabled()
     qtbot.mouseClick(w.heatmap_panel.inspect_button, Qt.MouseButton.LeftButton)
-    assert w.inspector is not None and w.inspector.isVisible()
-    qtbot.waitUntil(lambda: w.inspector.info is not None, timeout=30_000)
-    assert {m.name for m in w.inspector.info.modules} == set(norms[-1].sizes)
+    assert w.adapters.inspector is not None and w.adapters.inspector.isVisible()
+    qtbot.waitUntil(lambda: w.adapters.inspector.info is not None, timeout=30_000)
+    assert {m.name for m in w.adapters.inspector.info.modules} == set(norms[-1].sizes)

@@ -216,7 +216,7 @@ def test_tools_menu_opens_the_inspector(qtbot, make_window, adapters, monkeypatc
     answers = iter([str(adapters["patterned"]), str(adapters["other"])])
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: next(answers))
     w.compare_action.trigger()
-    insp = w.inspector
+    insp = w.adapters.inspector
     assert insp is not None and insp.isVisible()
     qtbot.waitUntil(lambda: not insp.is_busy() and insp.comparison is not None,
                     timeout=READ_MS)
@@ -224,6 +224,6 @@ def test_tools_menu_opens_the_inspector(qtbot, make_window, adapters, monkeypatc
     monkeypatch.setattr(QFileDialog, "getExistingDirectory",
                         lambda *a, **k: str(adapters["dora"]))
     w.inspect_action.trigger()
-    assert w.inspector is insp  # one window, reused
+    assert w.adapters.inspector is insp  # one window, reused
     qtbot.waitUntil(lambda: not insp.is_busy() and insp.info.path == adapters["dora"],
                     timeout=READ_MS)

@@ -113,8 +113,8 @@ def test_copy_command_line_saves_and_copies(qtbot, make_window, tmp_path):
     w = make_window()
     open_model(qtbot, w, "demo:tiny-llama")
     w.layer_tree.apply_preset("attention")
-    w.run_path = tmp_path / "my run.yaml"
-    command = w.copy_command_line()
+    w.run_files.run_path = tmp_path / "my run.yaml"
+    command = w.run_files.copy_command_line()
     assert command == f"graftlab train '{(tmp_path / 'my run.yaml').resolve()}'"
     assert QApplication.clipboard().text() == command
     assert (tmp_path / "my run.yaml").is_file()
@@ -125,10 +125,10 @@ def test_closing_during_a_run_asks_and_can_be_cancelled(qtbot, make_window, monk
     w = make_window()
     w.show()
     state = {"running": True, "asked": 0, "stopped": 0}
-    monkeypatch.setattr(w.runner, "is_running", lambda: state["running"])
-    monkeypatch.setattr(w.runner, "stop", lambda save=True: state.__setitem__(
+    monkeypatch.setattr(w.controller, "is_running", lambda: state["running"])
+    monkeypatch.setattr(w.controller, "stop", lambda save=True: state.__setitem__(
         "stopped", state["stopped"] + 1))
-    monkeypatch.setattr(w.runner, "shutdown", lambda timeout_ms=0: True)
+    monkeypatch.setattr(w.controller, "shutdown", lambda timeout_ms=0: True)
 
     def ask() -> bool:
         state["asked"] += 1
@@ -147,9 +147,9 @@ def test_close_waits_for_the_run_when_the_step_is_still_running(qtbot, make_wind
     w = make_window()
     w.show()
     running = {"v": True}
-    monkeypatch.setattr(w.runner, "is_running", lambda: running["v"])
-    monkeypatch.setattr(w.runner, "stop", lambda save=True: None)
-    monkeypatch.setattr(w.runner, "shutdown", lambda timeout_ms=0: not running["v"])
+    monkeypatch.setattr(w.controller, "is_running", lambda: running["v"])
+    monkeypatch.setattr(w.controller, "stop", lambda save=True: None)
+    monkeypatch.setattr(w.controller, "shutdown", lambda timeout_ms=0: not running["v"])
     monkeypatch.setattr(w, "_ask_stop_on_close", lambda: True)
     assert not w.close()  # the step in flight has not finished: the window stays
     running["v"] = False

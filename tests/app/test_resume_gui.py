@@ -49,12 +49,12 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
     run = tmp_path / "runs" / "first"
     prepare(qtbot, w, run, max_steps=10)
     batches: list = []
-    w.runner.events.connect(batches.append)
+    w.controller.events.connect(batches.append)
     w.start_action.trigger()
     qtbot.waitUntil(lambda: len(steps_of(batches)) >= 3, timeout=120_000)
     asked: list = []
-    w.stop_chooser = lambda parent: asked.append(parent) or DISCARD
-    with qtbot.waitSignal(w.runner.finished, timeout=60_000):
+    w.commands.stop_chooser = lambda parent: asked.append(parent) or DISCARD
+    with qtbot.waitSignal(w.controller.finished, timeout=60_000):
         w.stop_action.trigger()
     assert asked == [w]
     assert not (run / "adapter").exists(), "discard writes no adapter"
@@ -64,7 +64,7 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
     # File > Resume run… lists it (under the output folder's parent) with its progress
     w.training_panel.fields["output_dir"].setText(str(tmp_path / "runs" / "second"))
     w.resume_run_action.trigger()
-    dialog = w.resume_dialog
+    dialog = w.run_files.resume_dialog
     qtbot.waitUntil(lambda: not dialog.is_scanning() and bool(dialog.rows), timeout=10_000)
     assert [r.run_dir for r in dialog.rows] == [run]
     assert (dialog.rows[0].step, dialog.rows[0].max_steps) == (stopped_at, 10)
@@ -72,9 +72,9 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
     assert (bar.value(), bar.maximum()) == (stopped_at, 10)
     assert dialog.table.item(0, 2).text()[:2] == "20"  # a date
     assert dialog.chosen_run() == run and dialog.resume_button.isEnabled()
-    with qtbot.waitSignal(w.runner.finished, timeout=120_000):
+    with qtbot.waitSignal(w.controller.finished, timeout=120_000):
         qtbot.mouseClick(dialog.resume_button, Qt.MouseButton.LeftButton)
-        assert w.runner.is_running()
+        assert w.controller.is_running()
         assert w.plots.point_count("loss") == stopped_at  # the history so far
         assert not w.start_action.isEnabled()
     wait_loaded(qtbot, w)
@@ -87,7 +87,7 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
     assert w.start_action.isEnabled()
 
     # a finished run is listed for reference but cannot be chosen
-    dialog = w.open_resume_dialog()
+    dialog = w.run_files.open_resume_dialog()
     qtbot.waitUntil(lambda: not dialog.is_scanning() and bool(dialog.rows), timeout=10_000)
     assert dialog.rows[0].finished and dialog.chosen_run() is None
     assert not dialog.resume_button.isEnabled()
@@ -98,19 +98,19 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
 def test_resume_dialog_looks_in_a_chosen_folder_and_bad_folders_say_why(
         qtbot, window, tmp_path):
     w = window()
-    dialog = w.open_resume_dialog()
+    dialog = w.run_files.open_resume_dialog()
     qtbot.waitUntil(lambda: not dialog.is_scanning(), timeout=10_000)
     assert dialog.rows == [] and "No resumable runs" in dialog.status_label.text()
     dialog.add_root(tmp_path)
     qtbot.waitUntil(lambda: not dialog.is_scanning(), timeout=10_000)
     assert str(tmp_path) in dialog.roots_label.text()
     dialog.reject()
-    w.resume_run(tmp_path / "nothing")
+    w.run_files.resume_run(tmp_path / "nothing")
     assert "not a Graftlab run folder" in w.last_error
     (tmp_path / "run.yaml").write_text("model: {source: demo:tiny-llama}\n")
-    w.resume_run(tmp_path)
+    w.run_files.resume_run(tmp_path)
     assert "no complete checkpoint" in w.last_error
-    assert not w.runner.is_running() and w.start_action.isEnabled()
+    assert not w.controller.is_running() and w.start_action.isEnabled()
 
 
 def test_stop_question_defaults_to_save_and_says_the_run_stays_resumable(qtbot):
@@ -135,15 +135,15 @@ def test_cancel_keeps_training_and_save_stops_with_the_adapter(qtbot, window, fa
     w = window()
     prepare(qtbot, w, tmp_path / "run", max_steps=1_000_000)
     results: list = []
-    w.runner.finished.connect(results.append)
+    w.controller.finished.connect(results.append)
     w.start_training()
-    assert w.last_error is None and w.runner.is_running()
-    w.stop_chooser = lambda parent: CANCEL
-    with qtbot.assertNotEmitted(w.runner.finished, wait=50):
+    assert w.last_error is None and w.controller.is_running()
+    w.commands.stop_chooser = lambda parent: CANCEL
+    with qtbot.assertNotEmitted(w.controller.finished, wait=50):
         w.training_panel.stop_button.click()
-    assert w.runner.is_running() and w.training_panel.state() == "running"
-    w.stop_chooser = lambda parent: SAVE
-    with qtbot.waitSignal(w.runner.finished, timeout=10_000):
+    assert w.controller.is_running() and w.training_panel.state() == "running"
+    w.commands.stop_chooser = lambda parent: SAVE
+    with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         w.training_panel.stop_button.click()
     assert results[0].stopped_early and results[0].adapter_dir is not None
 
@@ -154,10 +154,10 @@ def test_export_while_paused_holds_a_resume_until_the_save_is_done(qtbot, window
     w = window()
     prepare(qtbot, w, tmp_path / "run", max_steps=1_000_000)
     batches: list = []
-    w.runner.events.connect(batches.append)
+    w.controller.events.connect(batches.append)
     w.start_training()
     assert not w.export_current_action.isEnabled()
-    w.export_current_adapter(tmp_path / "too-early")  # not paused: the sentence, no crash
+    w.adapters.export_current_adapter(tmp_path / "too-early")  # not paused: the sentence, no crash
     assert "pause the run" in w.last_error
     qtbot.waitUntil(lambda: len(steps_of(batches)) >= 5, timeout=10_000)
     w.pause_action.trigger()
@@ -165,16 +165,16 @@ def test_export_while_paused_holds_a_resume_until_the_save_is_done(qtbot, window
                     timeout=10_000)
     assert w.export_current_action.isEnabled() and "paused" in w.eta_label.text()
     n = len(steps_of(batches))
-    w.export_current_adapter(tmp_path / "snap")
+    w.adapters.export_current_adapter(tmp_path / "snap")
     assert not w.export_current_action.isEnabled()
     w.resume_training()  # asked during the save: held back until it is written
-    with qtbot.waitSignal(w.runner.snapshot_saved, timeout=10_000):
+    with qtbot.waitSignal(w.controller.snapshot_saved, timeout=10_000):
         pass
     assert fake.snapshot_log == [(str(tmp_path / "snap"), True)]
     assert fake.snapshot_threads and "MainThread" not in fake.snapshot_threads, \
         "the save runs off the GUI thread"
-    assert w.last_snapshot[0][0] == tmp_path / "snap" / "adapter_model.safetensors"
+    assert w.adapters.last_snapshot[0][0] == tmp_path / "snap" / "adapter_model.safetensors"
     qtbot.waitUntil(lambda: len(steps_of(batches)) > n + 3, timeout=10_000)  # resumed
-    w.stop_chooser = lambda parent: SAVE
-    with qtbot.waitSignal(w.runner.finished, timeout=10_000):
+    w.commands.stop_chooser = lambda parent: SAVE
+    with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         w.ask_and_stop()

@@ -140,7 +140,7 @@ def test_a_worker_exception_never_takes_the_app_down(qtbot, window, monkeypatch,
     w = window()
     w.show()
     prepare(qtbot, w, tmp_path / "run")
-    with qtbot.waitSignal(w.runner.finished, timeout=10_000):
+    with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         w.start_action.trigger()
     boxes = [b for b in w.findChildren(QMessageBox) if b.isVisible()]
     assert boxes and "still usable" in boxes[0].text()
@@ -149,11 +149,11 @@ def test_a_worker_exception_never_takes_the_app_down(qtbot, window, monkeypatch,
     assert w.start_action.isEnabled() and w.layer_tree.isEnabled()
     fake.fail_with = None  # a second run starts and trains
     steps: list = []
-    w.runner.events.connect(lambda b: steps.extend(e for e in b if isinstance(e, Step)))
+    w.controller.events.connect(lambda b: steps.extend(e for e in b if isinstance(e, Step)))
     w.start_action.trigger()
     qtbot.waitUntil(lambda: len(steps) >= 3, timeout=10_000)
-    w.stop_chooser = lambda parent: "save"
-    with qtbot.waitSignal(w.runner.finished, timeout=10_000):
+    w.commands.stop_chooser = lambda parent: "save"
+    with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         w.stop_action.trigger()
     assert fake.created == 2
 
@@ -165,17 +165,17 @@ def test_closing_during_a_run_cancel_then_stop_and_save(qtbot, window, monkeypat
     w.show()
     prepare(qtbot, w, tmp_path / "run")
     results: list = []
-    w.runner.finished.connect(results.append)
+    w.controller.finished.connect(results.append)
     w.start_action.trigger()
     qtbot.waitUntil(lambda: w.plots.point_count("loss") > 0, timeout=10_000)
     w._ask_stop_on_close = lambda: False  # cancel: the window and the run go on
     assert not w.close()
-    assert w.isVisible() and w.runner.is_running()
+    assert w.isVisible() and w.controller.is_running()
     w._ask_stop_on_close = lambda: True  # stop and save, then close
     w.close()
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=10_000)
     qtbot.waitUntil(lambda: bool(results), timeout=10_000)
-    assert not w.runner.is_running()
+    assert not w.controller.is_running()
     assert results[0].stopped_early and results[0].adapter_dir is not None  # saved
 
 
@@ -187,7 +187,7 @@ def test_closing_during_a_real_run_saves_and_closes(qtbot, window, tmp_path):
     w.start_action.trigger()
     qtbot.waitUntil(lambda: w.plots.point_count("loss") > 0, timeout=120_000)
     w.close()  # stop after this step, save; closes by itself once the thread has ended
-    qtbot.waitUntil(lambda: not w.isVisible() and not w.runner.is_running(), timeout=60_000)
+    qtbot.waitUntil(lambda: not w.isVisible() and not w.controller.is_running(), timeout=60_000)
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
 
@@ -201,17 +201,18 @@ def test_a_run_that_does_not_stop_can_be_ended_from_stop_or_close(qtbot, window,
     w.show()
     prepare(qtbot, w, tmp_path / "run")
     asked: list[bool] = []
-    w.end_chooser = lambda parent: asked.append(True) or len(asked) > 1  # Wait, then End now
-    w.stop_chooser = lambda parent: "save"
+    # Wait, then End now
+    w.commands.end_chooser = lambda parent: asked.append(True) or len(asked) > 1
+    w.commands.stop_chooser = lambda parent: "save"
     w.start_action.trigger()
     qtbot.waitUntil(lambda: w.plots.point_count("loss") > 0, timeout=10_000)
     w.stop_action.trigger()
     assert w.training_panel.state() == "stopping"
     assert w.training_panel.stop_button.isEnabled()  # "End now…"
-    with qtbot.assertNotEmitted(w.runner.finished, wait=100):
+    with qtbot.assertNotEmitted(w.controller.finished, wait=100):
         w.stop_action.trigger()  # asked: Wait
-    assert w.runner.is_running() and asked == [True]
-    with qtbot.waitSignal(w.runner.finished, timeout=10_000):
+    assert w.controller.is_running() and asked == [True]
+    with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         qtbot.mouseClick(w.training_panel.stop_button, Qt.MouseButton.LeftButton)  # End now
     assert "ended before it had stopped" in (w.last_error or "")
     assert w.start_action.isEnabled() and w.training_panel.state() == "idle"
@@ -220,13 +221,13 @@ def test_a_run_that_does_not_stop_can_be_ended_from_stop_or_close(qtbot, window,
 
     # closing: the first close stops; closing again while it is still stopping ends it
     asked.clear()
-    w.end_chooser = lambda parent: asked.append(True) or True
+    w.commands.end_chooser = lambda parent: asked.append(True) or True
     w._ask_stop_on_close = lambda: True
     w.start_action.trigger()
-    qtbot.waitUntil(lambda: w.runner.is_running() and w.plots.point_count("loss") > 0,
+    qtbot.waitUntil(lambda: w.controller.is_running() and w.plots.point_count("loss") > 0,
                     timeout=10_000)
     assert not w.close()  # stopping; the run ignores it
-    assert w.isVisible() and w.runner.is_running() and not asked
+    assert w.isVisible() and w.controller.is_running() and not asked
     w.close()
-    qtbot.waitUntil(lambda: not w.isVisible() and not w.runner.is_running(), timeout=10_000)
+    qtbot.waitUntil(lambda: not w.isVisible() and not w.controller.is_running(), timeout=10_000)
     assert asked == [True]

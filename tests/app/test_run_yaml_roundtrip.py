@@ -26,17 +26,17 @@ def test_save_load_save_is_identical(qtbot, make_window, tmp_path):
                                                output_dir=str(tmp_path / "run")))
     state = w.run_state()
     first = tmp_path / "first.yaml"
-    assert w.save_run(first) == first
+    assert w.run_files.save_run(first) == first
     text = first.read_text()
     assert "targets:" in text and "rank: 16" in text
 
     w2 = make_window()
-    w2.load_run_file(first)
+    w2.run_files.load_run_file(first)
     wait_loaded(qtbot, w2)
     assert w2.last_error is None
     assert w2.run_state() == state
     second = tmp_path / "second.yaml"
-    w2.save_run(second)
+    w2.run_files.save_run(second)
     assert second.read_text() == text
     assert RunConfig.load(second) == RunConfig.load(first)
     assert w2.plan.trainable_params == w.plan.trainable_params
@@ -48,7 +48,7 @@ def test_globs_from_a_hand_written_run_resolve_like_the_core(qtbot, make_window,
         Override(targets=["model.layers.0.*"], rank=2)]),
         data=DataConfig(path="demo:stories")).save(hand)
     w = make_window()
-    w.load_run_file(hand)
+    w.run_files.load_run_file(hand)
     wait_loaded(qtbot, w)
     cfg = w.run_config()
     assert all("*" not in t for t in cfg.adapter.targets)  # stored resolved
@@ -56,10 +56,10 @@ def test_globs_from_a_hand_written_run_resolve_like_the_core(qtbot, make_window,
     assert cfg.adapter.overrides == [Override(targets=[Q0, "model.layers.0.self_attn.v_proj"],
                                               rank=2, alpha=None)]
     out1, out2 = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    w.save_run(out1)
-    w.load_run_file(out1)
+    w.run_files.save_run(out1)
+    w.run_files.load_run_file(out1)
     wait_loaded(qtbot, w)
-    w.save_run(out2)
+    w.run_files.save_run(out2)
     assert out1.read_text() == out2.read_text()
 
 
@@ -67,9 +67,9 @@ def test_a_broken_run_file_shows_the_core_sentence(qtbot, make_window, tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("adapter:\n  rnak: 8\n", encoding="utf-8")
     w = make_window()
-    w.load_run_file(bad)
+    w.run_files.load_run_file(bad)
     assert "unknown key `adapter.rnak`" in (w.last_error or "")
-    w.load_run_file(tmp_path / "missing.yaml")
+    w.run_files.load_run_file(tmp_path / "missing.yaml")
     assert "does not exist" in w.last_error
 
 
@@ -78,7 +78,7 @@ def test_a_selection_that_does_not_fit_the_model_is_explained(qtbot, make_window
     RunConfig(adapter=AdapterConfig(targets=["transformer.h.0.attn.c_attn"]),
               data=DataConfig(path="demo:stories")).save(run)
     w = make_window()
-    w.load_run_file(run)
+    w.run_files.load_run_file(run)
     wait_loaded(qtbot, w)
     assert "matches no module" in w.tree_error.text()
     assert w.run_config().adapter.targets == []

@@ -9,6 +9,7 @@ from graftlab.app.panels.log_view import LogView
 from graftlab.app.panels.training_panel import TrainingPanel, field_docs, format_eta
 from graftlab.core.config import TrainingConfig
 from graftlab.core.train.events import Checkpoint, Failed, Finished, Message, Paused, Started, Step
+from graftlab.core.train.lifecycle import RunPhase
 from PySide6.QtCore import Qt
 
 
@@ -44,33 +45,37 @@ def test_bad_learning_rate_becomes_nan_for_core_to_reject(panel):
     assert panel.values().learning_rate != panel.values().learning_rate  # NaN
 
 
-def test_buttons_follow_the_state_machine(panel, qtbot):
+def test_buttons_follow_the_run_phase(panel, qtbot):
     b = panel
     expected = {  # start, pause, resume, stop
-        "idle": (True, False, False, False),
-        "running": (False, True, False, True),
-        "paused": (False, False, True, True),
-        "stopping": (False, False, False, True),  # "End now…"
+        RunPhase.IDLE: (True, False, False, False),
+        RunPhase.STARTING: (False, True, False, True),
+        RunPhase.RUNNING: (False, True, False, True),
+        RunPhase.PAUSING: (False, False, True, True),
+        RunPhase.PAUSED: (False, False, True, True),
+        RunPhase.STOPPING: (False, False, False, True),  # "End now…"
+        RunPhase.FINISHED: (False, False, False, False),
+        RunPhase.FAILED: (False, False, False, False),
     }
-    for state, enabled in expected.items():
-        panel.set_state(state)
+    assert set(expected) == set(RunPhase)
+    for phase, enabled in expected.items():
+        panel.show_phase(phase)
         got = tuple(x.isEnabled() for x in (b.start_button, b.pause_button, b.resume_button,
                                             b.stop_button))
-        assert got == enabled, state
-        assert panel.fields["batch_size"].isEnabled() == (state == "idle")
+        assert got == enabled, phase
+        assert panel.state() == phase and panel.state() == str(phase)
+        assert panel.fields["batch_size"].isEnabled() == (phase is RunPhase.IDLE)
+    assert panel.stop_button.text() == "Stop"
+    panel.show_phase("stopping")
+    assert panel.stop_button.text() == "End now…"
     with pytest.raises(ValueError):
-        panel.set_state("exploded")
+        panel.show_phase("exploded")
 
 
 def test_buttons_emit_requests(panel, qtbot):
     with qtbot.waitSignal(panel.start_requested, timeout=1_000):
         qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
-    panel.set_state("running")
-    with qtbot.waitSignal(panel.pause_requested, timeout=1_000):
-        qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
-    panel.set_state("paused")
-    with qtbot.waitSignal(panel.resume_requested, timeout=1_000):
-        qtbot.mouseClick(panel.resume_button, Qt.MouseButton.LeftButton)
+    panel.show_phase(RunPhase.RUNNING)
     with qtbot.waitSignal(panel.stop_requested, timeout=1_000) as blocker:
         qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
     assert blocker.args == [True]
@@ -91,6 +96,12 @@ def test_progress_and_eta_from_events(panel):
     assert format_eta(None) == "–" and format_eta(59.6) == "1:00"
 
 
+def test_device_label_never_picks_bf16_on_a_gpu_without_it(panel):
+    panel.set_accelerator({"cuda": True, "bf16": False, "name": "T4"})
+    assert panel.resolved_device() == ("cuda", "fp32")
+    assert panel.device_label.text() == "Will train on CUDA (T4) · fp32"
+
+
 def test_device_label_resolves_auto(panel):
     panel.set_accelerator({"cuda": False, "bf16": False, "name": "CPU"})
     assert panel.resolved_device() == ("cpu", "fp32")
@@ -106,11 +117,17 @@ def test_device_label_resolves_auto(panel):
     assert "H200" in panel.device_label.text()
 
 
+@pytest.mark.slow  # the probe is a child process that imports torch
 def test_device_probe_fills_the_label_in_the_background(qtbot):
+    """The probe runs out of the window's process: the label fills in, torch stays out."""
+    import sys
+
+    torch_before = "torch" in sys.modules
     panel = TrainingPanel()
     qtbot.addWidget(panel)
-    qtbot.waitUntil(lambda: panel.resolved_device() is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.resolved_device() is not None, timeout=120_000)
     assert panel.device_label.text().startswith("Will train on")
+    assert ("torch" in sys.modules) == torch_before  # the probe imported nothing here
 
 
 def test_show_error_next_to_the_field(panel):

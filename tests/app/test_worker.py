@@ -11,7 +11,8 @@ from pathlib import Path
 import graftlab.app.run.worker
 import pytest
 from graftlab.app.plots.metric_plots import MetricPlots
-from graftlab.app.run.worker import BackgroundCall, TrainingRunner
+from graftlab.app.run.background import BackgroundCall
+from graftlab.app.run.worker import TrainingRunner
 from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
 from graftlab.core.train.events import Failed, Finished, Paused, Resumed, Started, Step
@@ -291,7 +292,7 @@ def test_background_call_returns_result_or_exception(qtbot):
 def test_gui_modules_do_not_import_torch():
     code = ("import sys\n"
             "import graftlab.app.run.worker, graftlab.app.plots.metric_plots\n"
-            "import graftlab.app.panels.training_panel\n"
+            "import graftlab.app.panels.training_panel, graftlab.app.run.run_controller\n"
             "import graftlab.app.panels.log_view, graftlab.app.dialogs.export_dialog\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
@@ -314,7 +315,7 @@ def test_a_run_takes_the_spare_process_started_in_advance(qtbot, monkeypatch, tm
 
         def on_events(batch) -> None:
             if any(isinstance(e, Started) for e in batch):
-                pids.append(runner._control._session._proc.pid)
+                pids.append(runner._control.session._proc.pid)
 
         runner.events.connect(on_events)
         with qtbot.waitSignal(runner.finished, timeout=180_000) as done:

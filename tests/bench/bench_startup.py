@@ -7,10 +7,11 @@ All times are wall clock from process launch (interpreter start included), best 
 - inspect: `python -m graftlab.core.cli inspect CONFIG --json` (torch-free path for Llama-family
   configs), and the same tree built through the meta-device skeleton (torch + transformers),
   and a bare `import torch` for the floor of any path that needs torch. Target: <= 3 s.
-- window: a child process (QT_QPA_PLATFORM=offscreen) imports graftlab.app.windows.main_window,
-  shows MainWindow(open_demo=False), processes events once, and reports which heavy libraries were
-  already imported by then. Target: <= 1.5 s. Measured again with the training panel's
-  accelerator probe (a background `import torch`) replaced by a constant, to show its cost.
+- window: a child process (QT_QPA_PLATFORM=offscreen) imports
+  graftlab.app.windows.main_window, shows MainWindow(open_demo=False), processes events once,
+  and reports which heavy libraries were already imported by then. Target: <= 1.5 s. Measured
+  again with the training panel's accelerator probe (a child process that imports torch)
+  replaced by a constant, to show its cost.
 Prints a final JSON line.
 """
 
@@ -34,7 +35,7 @@ HEAVY = ["torch", "transformers", "peft", "datasets", "accelerate", "pyqtgraph"]
 WINDOW = """
 import sys
 from PySide6.QtWidgets import QApplication
-if "--no-probe" in sys.argv:  # what the window costs without the torch-importing probe
+if "--no-probe" in sys.argv:  # what the window costs without the probe's child process
     import graftlab.app.panels.training_panel as panel
     panel.probe_accelerator = lambda: {"cuda": False, "bf16": False, "name": "CPU"}
 app = QApplication([sys.argv[0]])

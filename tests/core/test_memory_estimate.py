@@ -9,6 +9,7 @@ import pytest
 from graftlab.core.adapter.plan import plan_adapter
 from graftlab.core.config import AdapterConfig, TrainingConfig
 from graftlab.core.model.module_tree import build_tree
+from graftlab.core.train.device import Accelerator
 
 GB = 2**30
 
@@ -62,12 +63,28 @@ def test_verdicts(llama, monkeypatch, free, verdict):
     assert est(tree, plan).verdict == verdict
 
 
-def test_bf16_on_gpu_halves_weights(llama, monkeypatch):
+def test_bf16_on_gpu_halves_weights(llama):
     tree, plan = llama
-    monkeypatch.setattr(me, "_device_memory", lambda device: (80 * GB, 80 * GB))
     cpu = est(tree, plan)
+    gpu_accel = Accelerator(cuda=True, bf16=True, name="GPU", total_bytes=80 * GB,
+                            free_bytes=70 * GB)
     gpu = me.estimate_memory(tree, plan, dataclasses.replace(TrainingConfig(batch_size=4),
-                                                             precision="bf16"), 128, "cuda")
+                                                             precision="bf16"), 128, "cuda",
+                             accel=gpu_accel)
     assert gpu.breakdown["weights"] * 2 == cpu.breakdown["weights"]
     assert gpu.device == "cuda" and gpu.breakdown["overhead"] == me.CUDA_CONTEXT
+    assert (gpu.device_total, gpu.device_free) == (80 * GB, 70 * GB)
     assert est(tree, plan, dtype_bytes=2).breakdown["weights"] == tree.total_params * 2
+
+
+def test_auto_precision_on_a_gpu_without_bf16_keeps_fp32_weights(llama):
+    """The estimate follows the session's rule: bf16 only where the GPU supports it."""
+    tree, plan = llama
+    old_gpu = Accelerator(cuda=True, bf16=False, name="T4-like", total_bytes=16 * GB,
+                          free_bytes=15 * GB)
+    auto = TrainingConfig(batch_size=4)  # device auto, precision auto
+    est_old = me.estimate_memory(tree, plan, auto, 128, "auto", accel=old_gpu)
+    assert est_old.device == "cuda" and est_old.breakdown["weights"] == tree.total_params * 4
+    new_gpu = dataclasses.replace(old_gpu, bf16=True)
+    est_new = me.estimate_memory(tree, plan, auto, 128, "auto", accel=new_gpu)
+    assert est_new.breakdown["weights"] == tree.total_params * 2
