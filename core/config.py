@@ -19,7 +19,9 @@ import yaml
 from graftlab.core.atomic import atomic_write_text
 from graftlab.core.errors import UserError
 
-TASKS = ("auto", "causal-lm", "sequence-classification")
+# The tasks a model is trained for; `model.task: auto` resolves to one of them.
+TRAINABLE_TASKS = ("causal-lm", "sequence-classification")
+TASK_CHOICES = ("auto", *TRAINABLE_TASKS)  # what `model.task` accepts
 VARIANTS = ("lora", "rslora", "dora")
 DATA_FORMATS = ("auto", "text", "prompt-completion", "chat", "classification")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -276,8 +278,8 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
     m, a, d, t = cfg.model, cfg.adapter, cfg.data, cfg.training
     _require(bool(m.source.strip()), f"{where}: `model.source` is empty; set it to a model "
              "folder, a config.json, a cached id or demo:tiny-llama.", "model.source")
-    _require(m.task in TASKS, f"{where}: `model.task` is {m.task!r}; use one of "
-             f"{', '.join(TASKS)}.", "model.task")
+    _require(m.task in TASK_CHOICES, f"{where}: `model.task` is {m.task!r}; use one of "
+             f"{', '.join(TASK_CHOICES)}.", "model.task")
     _require(m.num_labels is None or m.num_labels >= 2, f"{where}: `model.num_labels` must be "
              "at least 2.", "model.num_labels")
     check_lora_values(a.rank, a.alpha, a.dropout, where, "adapter.")

@@ -17,6 +17,16 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+# A fast-lane test that runs this long is hung, not slow: fail it well before the 600 s that
+# pyproject.toml gives every test (a slow test waits on a child process or a real run).
+FAST_TEST_TIMEOUT_S = 180
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(FAST_TEST_TIMEOUT_S))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _graftlab_cache(tmp_path_factory):
@@ -56,3 +66,30 @@ def write_jsonl(tmp_path):
         return path
 
     return write
+
+
+def _save_peft(out, arch="llama", layers=2, seed=0, **lora_kwargs):
+    """get_peft_model + save_pretrained on an in-memory tiny model, with random non-zero B.
+
+    Returns the PeftModel; the adapter folder is `out`.
+    """
+    import warnings
+
+    import torch
+    from graftlab.core.model.demo import build_config
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_config(build_config(arch, 128, {"layers": layers}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = get_peft_model(base, LoraConfig(init_lora_weights=False, **lora_kwargs))
+        pm.save_pretrained(str(out))
+    return pm
+
+
+@pytest.fixture(scope="session")
+def save_peft():
+    """save_peft(out, arch="llama", layers=2, seed=0, **LoraConfig kwargs) -> PeftModel."""
+    return _save_peft

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from graftlab.app.errors import ErrorLabel
 from graftlab.app.numbers import compact, exact, size_bytes
-from graftlab.core.config import TASKS, ModelConfig
+from graftlab.core.config import TASK_CHOICES, ModelConfig
 from graftlab.core.model.demo import DEMO_MODELS
 from graftlab.core.model.module_tree import ModuleTree
 from graftlab.core.model.sources import CachedModel, ModelSource, list_cached_models
@@ -103,7 +103,7 @@ class ModelPanel(QWidget):
         self.recent_menu.setEnabled(False)
 
         self.task_combo = QComboBox()
-        self.task_combo.addItems(TASKS)
+        self.task_combo.addItems(TASK_CHOICES)
         self.task_combo.setToolTip("auto: from the config's architecture")
         self.task_combo.activated.connect(self._on_options_changed)
         self.trust_check = QCheckBox("Trust remote code")

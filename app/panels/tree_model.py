@@ -1,12 +1,14 @@
-"""A Qt item model over graftlab.core.model.module_tree.ModuleTree: ticks, per-module rank/alpha, live counts.
+"""A Qt item model over graftlab.core.model.module_tree.ModuleTree: ticks, per-module rank/alpha,
+live counts.
 
 One row per module (no widget per module). Every node keeps aggregates (ticked modules below it,
 tickable modules below it, trainable parameters below it) that are updated incrementally along
 the ancestors of what changed, and only the changed cells are announced with dataChanged, one
 range per parent. A Llama-3-70B tree (1,047 modules) ticks "all linear" in a few milliseconds.
 
-The trainable count of a module is ModuleInfo.lora_params, the same formula graftlab.core.adapter.plan uses,
-so the root's total equals AdapterPlan.trainable_params (a test checks it).
+The trainable count of a module is ModuleInfo.lora_params, the same formula
+graftlab.core.adapter.plan uses, so the root's total equals AdapterPlan.trainable_params (a test
+checks it).
 """
 
 from __future__ import annotations

@@ -307,7 +307,7 @@ class MetricPlots(QWidget):
     def warm_up(self, interval_ms: int = 20) -> None:
         """Paint each plot once, offscreen, one per `interval_ms` (call while hidden, at the size
         it will be shown). The first paint of a plot lays out and draws its axes (~15 ms each);
-        done ahead, the first Start shows the plots in ~40 ms instead of stalling ~150 ms."""
+        done ahead, the first Start does not pay for it (tests/bench/bench_ui_stall.py)."""
         widgets = list(self.plots.values())
 
         def next_one() -> None:

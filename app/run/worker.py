@@ -5,8 +5,8 @@ thread; the GUI connects only to the *runner's* signals, which are delivered on 
 
 The worker runs `graftlab.core.process.child.ProcessSession`: the training itself happens in a child
 process and the worker thread only reads its event stream. Training in a thread of this process
-made the window stall 100-200 ms at a time, because the training loop's Python holds the GIL
-(`tests/bench/bench_ui_stall.py`). A session class with the same interface can be put in
+would stall the window, because the training loop's Python holds the GIL
+(`tests/bench/bench_ui_stall.py` measures it). A session class with the same interface can be put in
 `TrainingSession` below (the tests run scripted fakes and in-process sessions that way).
 """
 

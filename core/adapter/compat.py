@@ -94,10 +94,14 @@ def _names(items: list[str], limit: int = 3) -> str:
 
 
 def _rules(f: _Facts) -> list[CompatIssue]:
+    return _vllm_rules(f) + _size_rules(f) + _peft_rules(f) + _llamacpp_rules(f)
+
+
+def _vllm_rules(f: _Facts) -> list[CompatIssue]:
+    """What vLLM refuses or serves differently."""
     out: list[CompatIssue] = []
     add = out.append
     peft_helper = "vllm/lora/peft_helper.py PEFTHelper._validate_features; vLLM issue #9280"
-    # --- vLLM --------------------------------------------------------------------------------
     if f.saved:
         add(CompatIssue("vllm-modules-to-save", "error", "vllm",
                         f"vLLM refuses adapters with modules_to_save ({_names(list(f.saved))}): "
@@ -130,7 +134,13 @@ def _rules(f: _Facts) -> list[CompatIssue]:
                         "outputs will differ; keep alpha/r equal across modules or serve a "
                         "merged model.",
                         "vllm/lora/lora_weights.py LoRALayerWeights.from_config"))
-    # --- size ----------------------------------------------------------------------------------
+    return out
+
+
+def _size_rules(f: _Facts) -> list[CompatIssue]:
+    """Full matrices stored beside the factors that make the file large."""
+    out: list[CompatIssue] = []
+    add = out.append
     big = [m for m in f.modules if m.embed_or_head]
     stored = sum(m.full_bytes for m in big) + sum(f.saved.values())
     if big or stored > LARGE_BYTES:
@@ -140,16 +150,28 @@ def _rules(f: _Facts) -> list[CompatIssue]:
                         "matrices stored beside the LoRA factors); vLLM also needs the model "
                         "to support embedding/lm_head LoRA. Adapt only the attention/MLP "
                         "projections to keep it small.",
-                        "PEFT save_embedding_layers (PEFT_NOTES.md §3.1), peft #1457"))
-    # --- PEFT / converters ---------------------------------------------------------------------
+                        "PEFT save_embedding_layers, peft #1457"))
+    return out
+
+
+def _peft_rules(f: _Facts) -> list[CompatIssue]:
+    """What PeftModel.from_pretrained and the converters need from the config."""
+    out: list[CompatIssue] = []
+    add = out.append
     if f.check_base_model and not f.base_model:
         add(CompatIssue("missing-base-model", "warning", "peft",
                         "adapter_config.json has no base_model_name_or_path: "
                         "PeftModel.from_pretrained and llama.cpp's converter cannot find the "
                         "base; set it to the base model's id or path.",
                         "llama.cpp convert_lora_to_gguf.py ('base_model_name_or_path' is not "
-                        "found); PEFT_NOTES.md §3.1"))
-    # --- llama.cpp -----------------------------------------------------------------------------
+                        "found)"))
+    return out
+
+
+def _llamacpp_rules(f: _Facts) -> list[CompatIssue]:
+    """What llama.cpp's LoRA converter refuses, cannot map or scales differently."""
+    out: list[CompatIssue] = []
+    add = out.append
     conv = "llama.cpp convert_lora_to_gguf.py LoraModel.get_tensors"
     extra = ([f"{m.name} (DoRA magnitude)" for m in f.modules] if f.dora else []) + \
         [n for n in f.saved if "norm" not in n] + f.extra_tensors

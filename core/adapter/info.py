@@ -4,15 +4,16 @@ Only ``adapter_config.json`` and ``adapter_model.safetensors`` are read: no pick
 ``torch.load``, no base weights. The safetensors header (names, dtypes, shapes) is checked before
 any tensor is loaded, so a hostile or broken file is refused before it costs memory.
 
-Saved key formats (peft 0.21, PEFT_NOTES.md §3.1), always prefixed ``base_model.model.``:
+Saved key formats (peft 0.21), always prefixed ``base_model.model.``:
 ``<name>.lora_A.weight`` (r×in), ``<name>.lora_B.weight`` (out×r), ``<name>.lora_B.bias``
 (lora_bias), ``<name>.lora_embedding_A`` (r×num_embeddings), ``<name>.lora_embedding_B``
 (dim×r), ``<name>.lora_magnitude_vector`` (DoRA, out; older files add ``.weight``),
 ``<name>.base_layer.weight`` (full embedding copies when embeddings are targeted), and
 ``<module>.weight``/``.bias`` for ``modules_to_save`` copies.
 
-Per-module rank and alpha follow PEFT's own rule for ``rank_pattern``/``alpha_pattern`` keys:
-``re.match(rf"(.*\\.)?({key})$", name)``, first key in dict order wins (PEFT_NOTES.md §1.4).
+Per-module rank and alpha come from PEFT's own ``rank_pattern``/``alpha_pattern`` lookup
+(``peft.utils.other.get_pattern_key``): each key is a regex that must match the end of the module
+name from a dot boundary, and the first key in dict order wins.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from graftlab.core.config import MAX_RANK
 from graftlab.core.errors import UserError
+from graftlab.core.model.module_tree import LAYER_INDEX, short_kinds
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PREFIX = "base_model.model."
 MAX_ELEMENTS = 2**31  # any single tensor larger than this is not a LoRA factor
-MAX_RANK = 4096  # same bound as run.yaml (graftlab.core.config.MAX_RANK)
 MAX_PATTERN_CHARS = 2000  # pattern keys are regexes from an untrusted file: keep them short
-_LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
 _LORA_KEY = re.compile(
     r"^(?P<name>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|"
     r"lora_embedding_B|lora_magnitude_vector(?:\.weight)?)$")
@@ -122,11 +123,14 @@ class AdapterInfo:
 
 
 def pattern_value(patterns: dict[str, Any], name: str, default: Any) -> Any:
-    """PEFT's rank_pattern/alpha_pattern lookup: first key matching at a dot boundary wins."""
-    for key in patterns:
-        if re.match(rf"(.*\.)?({key})$", name):
-            return patterns[key]
-    return default
+    """The rank_pattern/alpha_pattern value PEFT gives module `name`, or `default`.
+
+    PEFT's own lookup decides: the first key that matches the name's end at a dot boundary.
+    """
+    from peft.utils.other import get_pattern_key
+
+    key = get_pattern_key(list(patterns), name)  # `name` itself when no key matches
+    return patterns.get(key, default)
 
 
 def _fail(path: Path, what: str, fix: str) -> UserError:
@@ -191,42 +195,24 @@ def _check_header(path: Path) -> None:
 
 
 def _layer_and_kinds(names: list[str]) -> dict[str, tuple[int | None, str]]:
-    """Layer index (first numbered segment) and kind (shortest unambiguous in-layer suffix)."""
+    """Layer index and kind of each adapted module, by the module tree's rule."""
     rel: dict[str, str] = {}
     out: dict[str, tuple[int | None, str]] = {}
     for n in names:
-        m = _LAYER_INDEX.search(n)
+        m = LAYER_INDEX.search(n)
         if m:
             rel[n] = n[m.end():] or n.rpartition(".")[2]
             out[n] = (int(m.group(1)), "")
         else:
             out[n] = (None, n.rpartition(".")[2])
-    rels = set(rel.values())
+    short = short_kinds(rel.values())
     for n, r in rel.items():
-        parts = r.split(".")
-        kind = r
-        for i in range(len(parts) - 1, -1, -1):
-            suffix = ".".join(parts[i:])
-            if sum(1 for x in rels if x == suffix or x.endswith("." + suffix)) == 1:
-                kind = suffix
-                break
-        out[n] = (out[n][0], kind)
+        out[n] = (out[n][0], short[r])
     return out
 
 
-def read_adapter(folder: str | Path) -> AdapterInfo:
-    """Describe the PEFT LoRA adapter in `folder`.
-
-    Raises:
-        UserError: not a folder, missing or escaping files, not LoRA, a truncated or corrupt
-            safetensors file, absurd or mismatched tensor shapes, ranks that disagree with the
-            config.
-    """
-    import torch
-    from graftlab.core.adapter.update_norms import delta_norm, delta_singular_values, effective_rank
-    from safetensors import SafetensorError, safe_open
-
-    folder = Path(folder).expanduser()
+def _check_folder(folder: Path) -> None:
+    """The folder holds both adapter files, and neither links out of it."""
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; choose the folder that holds "
                         f"{CONFIG_FILE} and {WEIGHTS_FILE}.", field="adapter_dir")
@@ -242,87 +228,126 @@ def read_adapter(folder: str | Path) -> AdapterInfo:
         if not _inside(folder, folder / f):
             raise _fail(folder / f, "links to a file outside the adapter folder",
                         "copy the real file into the folder")
+
+
+def _tensor_shapes(fh: Any, weights: Path) -> dict[str, tuple[list[int], str]]:
+    """Shape and dtype of every tensor, from the header alone; absurd sizes are refused."""
+    shapes: dict[str, tuple[list[int], str]] = {}
+    for key in fh.keys():  # noqa: SIM118 - safe_open is not a dict
+        sl = fh.get_slice(key)
+        shape, dtype = list(sl.get_shape()), sl.get_dtype()
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise _fail(weights, f"declares tensor {key} with shape {shape}, far larger "
+                        "than any LoRA factor", "this file is not a usable adapter")
+        shapes[key] = (shape, dtype)
+    return shapes
+
+
+def _split_keys(shapes: dict[str, tuple[list[int], str]]
+                ) -> tuple[dict[str, dict[str, str]], dict[str, SavedModule]]:
+    """LoRA factor keys per adapted module, and the modules stored in full."""
+    parts: dict[str, dict[str, str]] = {}
+    saved: dict[str, SavedModule] = {}
+    for key, (shape, _dt) in shapes.items():
+        short = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        m = _LORA_KEY.match(short)
+        if m:
+            part = m["part"].split(".")[0] if "magnitude" in m["part"] else m["part"]
+            parts.setdefault(m["name"], {})[part] = key
+            continue
+        module = short.rpartition(".")[0]
+        base_layer = module.endswith(".base_layer")
+        module = module.removesuffix(".base_layer")
+        entry = saved.setdefault(module, SavedModule(module, 0, base_layer))
+        entry.params += math.prod(shape)
+    return parts, saved
+
+
+def _check_factor_shapes(weights: Path, name: str, sa: list[int], sb: list[int],
+                         rank: int) -> None:
+    if sa and sa[0] > MAX_RANK:
+        raise _fail(weights, f"declares rank {sa[0]} for {name}, above {MAX_RANK}",
+                    "this file is not a usable low-rank adapter")
+    if len(sa) not in (2, 3, 4) or len(sb) != len(sa) or sa[0] != sb[1] \
+            or any(d != 1 for d in sb[2:]):
+        raise _fail(weights, f"has mismatched LoRA shapes for {name}: A {sa}, B {sb} "
+                    "(A must be r×in and B out×r with the same r)",
+                    "the file is corrupt or not a LoRA adapter")
+    if sa[0] != rank:
+        raise _fail(weights, f"stores rank {sa[0]} for {name} but {CONFIG_FILE} gives "
+                    f"it rank {rank} (r/rank_pattern)", "use the config saved with "
+                    "these weights")
+
+
+def _adapted_module(fh: Any, weights: Path, name: str, keys: dict[str, str],
+                    shapes: dict[str, tuple[list[int], str]], cfg: dict[str, Any],
+                    layer_kind: tuple[int | None, str]) -> AdaptedModule:
+    """One adapted module: its rank and alpha by PEFT's rule, checked shapes, ΔW's spectrum."""
+    import torch
+    from graftlab.core.adapter.update_norms import delta_norm, delta_singular_values, effective_rank
+    from safetensors import SafetensorError
+
+    emb = "lora_embedding_A" in keys or "lora_embedding_B" in keys
+    ka, kb = ("lora_embedding_A", "lora_embedding_B") if emb else ("lora_A.weight",
+                                                                   "lora_B.weight")
+    if ka not in keys or kb not in keys:
+        raise _fail(weights, f"has only one of the LoRA factors for {name} (no "
+                    f"{kb if ka in keys else ka})", "the file is incomplete; re-save it")
+    (sa, dt), (sb, _) = shapes[keys[ka]], shapes[keys[kb]]
+    rank = pattern_value(cfg.get("rank_pattern") or {}, name, int(cfg.get("r", 8)))
+    _check_factor_shapes(weights, name, sa, sb, rank)
+    alpha = float(pattern_value(cfg.get("alpha_pattern") or {}, name,
+                                float(cfg.get("lora_alpha", 8))))
+    scale = alpha / (math.sqrt(rank) if cfg.get("use_rslora") else rank)
+    try:
+        a = fh.get_tensor(keys[ka]).to(torch.float64)
+        b = fh.get_tensor(keys[kb]).to(torch.float64)
+    except (SafetensorError, RuntimeError) as exc:
+        raise _fail(weights, f"cannot be read at {name} ({exc})",
+                    "copy or re-save the adapter file completely") from None
+    sv = delta_singular_values(a, b, scale, torch.float64)
+    return AdaptedModule(
+        name, rank, alpha, scale, sum(math.prod(shapes[k][0]) for k in keys.values()),
+        _DTYPES.get(dt, dt.lower()), math.prod(sa[1:]), sb[0],
+        delta_norm(a, b, scale, torch.float64), [float(s) for s in sv], effective_rank(sv),
+        layer_kind[0], layer_kind[1], "lora_magnitude_vector" in keys, emb, keys[ka], keys[kb])
+
+
+def read_adapter(folder: str | Path) -> AdapterInfo:
+    """Describe the PEFT LoRA adapter in `folder`.
+
+    Raises:
+        UserError: not a folder, missing or escaping files, not LoRA, a truncated or corrupt
+            safetensors file, absurd or mismatched tensor shapes, ranks that disagree with the
+            config.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder).expanduser()
+    _check_folder(folder)
     cfg = _read_config(folder)
     weights = folder / WEIGHTS_FILE
     _check_header(weights)
-    r_cfg, alpha_cfg = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
-    rank_pat, alpha_pat = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
-    rslora, dora = bool(cfg.get("use_rslora")), bool(cfg.get("use_dora"))
     try:
         fh = safe_open(str(weights), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise _fail(weights, f"is not a readable safetensors file ({exc})",
                     "copy or re-save the adapter file completely") from None
     with fh:
-        shapes: dict[str, tuple[list[int], str]] = {}
-        for key in fh.keys():  # noqa: SIM118 - safe_open is not a dict
-            sl = fh.get_slice(key)
-            shape, dtype = list(sl.get_shape()), sl.get_dtype()
-            if math.prod(shape) > MAX_ELEMENTS:
-                raise _fail(weights, f"declares tensor {key} with shape {shape}, far larger "
-                            "than any LoRA factor", "this file is not a usable adapter")
-            shapes[key] = (shape, dtype)
-        parts: dict[str, dict[str, str]] = {}
-        saved: dict[str, SavedModule] = {}
-        for key, (shape, _dt) in shapes.items():
-            short = key[len(PREFIX):] if key.startswith(PREFIX) else key
-            m = _LORA_KEY.match(short)
-            if m:
-                parts.setdefault(m["name"], {})[m["part"].split(".")[0] if "magnitude" in
-                                                m["part"] else m["part"]] = key
-                continue
-            module, _, _param = short.rpartition(".")
-            base_layer = module.endswith(".base_layer")
-            module = module.removesuffix(".base_layer")
-            entry = saved.setdefault(module, SavedModule(module, 0, base_layer))
-            entry.params += math.prod(shape)
+        shapes = _tensor_shapes(fh, weights)
+        parts, saved = _split_keys(shapes)
         kinds = _layer_and_kinds(list(parts))
-        modules: list[AdaptedModule] = []
-        for name, p in parts.items():
-            emb = "lora_embedding_A" in p or "lora_embedding_B" in p
-            ka, kb = (("lora_embedding_A", "lora_embedding_B") if emb
-                      else ("lora_A.weight", "lora_B.weight"))
-            if ka not in p or kb not in p:
-                raise _fail(weights, f"has only one of the LoRA factors for {name} (no "
-                            f"{kb if ka in p else ka})", "the file is incomplete; re-save it")
-            (sa, dt), (sb, _) = shapes[p[ka]], shapes[p[kb]]
-            rank = pattern_value(rank_pat, name, r_cfg)
-            if sa and sa[0] > MAX_RANK:
-                raise _fail(weights, f"declares rank {sa[0]} for {name}, above {MAX_RANK}",
-                            "this file is not a usable low-rank adapter")
-            if len(sa) not in (2, 3, 4) or len(sb) != len(sa) or sa[0] != sb[1] \
-                    or any(d != 1 for d in sb[2:]):
-                raise _fail(weights, f"has mismatched LoRA shapes for {name}: A {sa}, B {sb} "
-                            "(A must be r×in and B out×r with the same r)",
-                            "the file is corrupt or not a LoRA adapter")
-            if sa[0] != rank:
-                raise _fail(weights, f"stores rank {sa[0]} for {name} but {CONFIG_FILE} gives "
-                            f"it rank {rank} (r/rank_pattern)", "use the config saved with "
-                            "these weights")
-            alpha = float(pattern_value(alpha_pat, name, alpha_cfg))
-            scale = alpha / (math.sqrt(rank) if rslora else rank)
-            in_f, out_f = math.prod(sa[1:]), sb[0]
-            has_mag = "lora_magnitude_vector" in p
-            params = sum(math.prod(shapes[k][0]) for k in p.values())
-            try:
-                a = fh.get_tensor(p[ka]).to(torch.float64)
-                b = fh.get_tensor(p[kb]).to(torch.float64)
-            except (SafetensorError, RuntimeError) as exc:
-                raise _fail(weights, f"cannot be read at {name} ({exc})",
-                            "copy or re-save the adapter file completely") from None
-            sv = delta_singular_values(a, b, scale, torch.float64)
-            layer, kind = kinds[name]
-            modules.append(AdaptedModule(
-                name, rank, alpha, scale, params, _DTYPES.get(dt, dt.lower()), in_f, out_f,
-                delta_norm(a, b, scale, torch.float64), [float(s) for s in sv],
-                effective_rank(sv), layer, kind, has_mag, emb, p[ka], p[kb]))
+        modules = [_adapted_module(fh, weights, name, keys, shapes, cfg, kinds[name])
+                   for name, keys in parts.items()]
     total = sum(math.prod(s) for s, _ in shapes.values())
     total_bytes = sum(math.prod(s) * _ITEMSIZE.get(d, 4) for s, d in shapes.values())
+    rslora, dora = bool(cfg.get("use_rslora")), bool(cfg.get("use_dora"))
     variant = "dora" if dora else "rslora" if rslora else "lora"
     return AdapterInfo(folder, cfg.get("base_model_name_or_path"), "LORA", variant, rslora,
-                       dora, r_cfg, alpha_cfg, cfg.get("target_modules"), dict(rank_pat),
-                       dict(alpha_pat), modules, list(saved.values()), total, total_bytes,
-                       weights.stat().st_size, cfg)
+                       dora, int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8)),
+                       cfg.get("target_modules"), dict(cfg.get("rank_pattern") or {}),
+                       dict(cfg.get("alpha_pattern") or {}), modules, list(saved.values()),
+                       total, total_bytes, weights.stat().st_size, cfg)
 
 
 # ---- comparing two adapters -------------------------------------------------------------------

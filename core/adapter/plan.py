@@ -3,7 +3,9 @@
 The plan is computed from the module tree alone (shapes, no weights), so every error and every
 count is known before a single weight is loaded. PEFT stays the engine: the plan compiles to a
 ``LoraConfig`` with explicit module names and ``rank_pattern``/``alpha_pattern`` keyed by
-``"^" + re.escape(name)``, the form PEFT matches exactly (PEFT_NOTES.md §1.4).
+``"^" + re.escape(name)``, the form PEFT matches exactly: PEFT tests each key as a regex against
+the end of the module name from a dot boundary, so an anchored, escaped full name picks out that
+one module.
 """
 
 from __future__ import annotations

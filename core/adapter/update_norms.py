@@ -72,17 +72,6 @@ def delta_inner(A1: torch.Tensor, B1: torch.Tensor, s1: float, A2: torch.Tensor,
     return s1 * s2 * float(((a2 @ a1.T) * (b1.T @ b2).T).sum())
 
 
-def delta_cosine(A1: torch.Tensor, B1: torch.Tensor, s1: float, A2: torch.Tensor,
-                 B2: torch.Tensor, s2: float) -> float | None:
-    """Cosine similarity of two updates; None when either update is zero."""
-    n1 = delta_norm(A1, B1, s1, torch.float64)
-    n2 = delta_norm(A2, B2, s2, torch.float64)
-    if n1 == 0.0 or n2 == 0.0:
-        return None
-    cos = delta_inner(A1, B1, s1, A2, B2, s2, torch.float64) / (n1 * n2)
-    return max(-1.0, min(1.0, cos))  # rounding can push |cos| a hair past 1
-
-
 def delta_singular_values(A: torch.Tensor, B: torch.Tensor, scale: float = 1.0,
                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The r largest singular values of scale·B·A, descending (the rest are zero).
@@ -196,23 +185,4 @@ def relative_update_sizes(peft_model: Any, adapter: str | None = None,
         else:
             delta = delta_norm(factors[0], factors[1], float(layer.scaling[name]))
         out[module_name] = delta / w_norm if w_norm > 0 else 0.0
-    return out
-
-
-@torch.no_grad()
-def grad_norms(peft_model: Any, adapter: str | None = None) -> dict[str, float]:
-    """‖∇A‖² + ‖∇B‖² under a square root, per LoRA module; modules without grads are left out.
-
-    Call it between backward and the optimizer step (``on_pre_optimizer_step``), where the
-    gradients are still present.
-    """
-    name = _adapter_name(peft_model, adapter)
-    out: dict[str, float] = {}
-    for module_name, layer in _lora_layers(peft_model):
-        factors = _factors(layer, name)
-        if factors is None:
-            continue
-        sq = [float(p.grad.detach().float().pow(2).sum()) for p in factors if p.grad is not None]
-        if sq:
-            out[module_name] = math.sqrt(sum(sq))
     return out

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from graftlab.core.config import DataConfig
+from graftlab.core.config import TRAINABLE_TASKS, DataConfig
 from graftlab.core.errors import UserError
-
-TASKS = ("causal-lm", "sequence-classification")
-"""Resolved tasks the data layer handles (``model.task: auto`` is resolved before it gets here)."""
 
 TEXT_NAMES = ("text", "content", "document", "sentence", "body", "review")
 LABEL_NAMES = ("label", "labels", "class", "category", "target")
@@ -36,6 +33,15 @@ def is_list_of_records(feature: Any) -> bool:
     return isinstance(feature, List | LargeList) and isinstance(feature.feature, dict | Json)
 
 
+def check_trainable_task(task: str) -> None:
+    """Refuse a task the data side cannot encode (``auto`` is resolved before data is read)."""
+    if task not in TRAINABLE_TASKS:
+        raise UserError(
+            f"model.task is {task!r}; use one of {', '.join(TRAINABLE_TASKS)}.",
+            field="model.task",
+        )
+
+
 def detect_format(columns: list[str], task: str) -> str:
     """Guess ``data.format`` from the column names.
 
@@ -47,10 +53,7 @@ def detect_format(columns: list[str], task: str) -> str:
     Raises:
         UserError: the task is unknown or no format fits the columns.
     """
-    if task not in TASKS:
-        raise UserError(
-            f"model.task is {task!r}; use one of {', '.join(TASKS)}.", field="model.task"
-        )
+    check_trainable_task(task)
     if task == "sequence-classification":
         return "classification"
     cols = set(columns)

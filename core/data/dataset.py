@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from graftlab.core.config import DataConfig
-from graftlab.core.data.columns import TASKS, detect_format, resolve_columns, resolve_format
+from graftlab.core.data.columns import (
+    check_trainable_task,
+    detect_format,
+    resolve_columns,
+    resolve_format,
+)
 from graftlab.core.data.encode import IGNORE, Encoder, label_key
 from graftlab.core.data.sources import load_raw, resolve_data_path
 from graftlab.core.errors import UserError
 
 __all__ = [
-    "TASKS",
     "LengthStats",
     "PreparedData",
     "PreviewExample",
@@ -228,10 +232,7 @@ def make_collator(tokenizer: Any, task: str, pad_to_multiple_of: int | None = No
     """
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
-    if task not in TASKS:
-        raise UserError(
-            f"model.task is {task!r}; use one of {', '.join(TASKS)}.", field="model.task"
-        )
+    check_trainable_task(task)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError(

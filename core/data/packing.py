@@ -10,9 +10,9 @@ uses them as variable-length boundaries.
 
 Three things make the packed loss equal the padded one (tests/core/test_packing.py):
 
-- Labels: every causal example has ``labels[0] = -100`` (graftlab.core.data.encode), and the flattening
-  collator writes -100 at each example's first position too, so the last token of one example
-  never predicts the first token of the next. Trainer's ``num_items_in_batch`` counts
+- Labels: every causal example has ``labels[0] = -100`` (graftlab.core.data.encode), and the
+  flattening collator writes -100 at each example's first position too, so the last token of one
+  example never predicts the first token of the next. Trainer's ``num_items_in_batch`` counts
   ``labels[..., 1:] != -100``: the same number in both layouts, so the loss is normalised alike.
 - The KV cache: transformers only looks for packed sequences when no cache is passed, and with
   ``config.use_cache = True`` (most configs) the model builds a ``DynamicCache`` even in training.
@@ -31,7 +31,6 @@ from typing import Any
 from graftlab.core.data.encode import IGNORE
 from graftlab.core.errors import UserError
 
-PACKING_MODES = ("auto", "on", "off")
 # Largest |packed - alone| logit difference, relative to the logits' scale, still counted as
 # exact. fp32 kernels differ by ~1e-6 between layouts; bf16/fp16 by rounding (~1e-2); a leak
 # across examples or ignored position ids gives differences of order 1e-1 and above.

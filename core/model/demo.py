@@ -59,11 +59,17 @@ _PLACES = ["in the park", "at home", "by the river", "on the hill", "in the gard
 
 
 def cache_dir() -> Path:
-    """Graftlab's cache folder (``$GRAFTLAB_CACHE`` or ``~/.cache/graftlab``)."""
-    root = os.environ.get("GRAFTLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "graftlab"
-    )
-    return Path(root)
+    """Graftlab's cache folder: ``$GRAFTLAB_CACHE``, else the platform's user cache folder.
+
+    That is ``$XDG_CACHE_HOME/graftlab`` or ``~/.cache/graftlab`` on Linux,
+    ``~/Library/Caches/graftlab`` on macOS and ``%LOCALAPPDATA%\\graftlab\\Cache`` on Windows.
+    """
+    override = os.environ.get("GRAFTLAB_CACHE")
+    if override:
+        return Path(override)
+    from platformdirs import user_cache_path
+
+    return user_cache_path("graftlab", appauthor=False)
 
 
 def _sentences(n: int, seed: int = 0) -> list[str]:

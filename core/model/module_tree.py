@@ -16,12 +16,10 @@ from typing import Any
 from graftlab.core.errors import UserError
 from graftlab.core.model.sources import ModelSource, load_auto_config, resolve_source
 
-# Module classes PEFT's LoRA can wrap (peft 0.21 `lora.model._create_new_module` dispatchers).
-LORA_CLASSES = ("Linear", "Conv1D", "Embedding", "Conv1d", "Conv2d", "Conv3d",
-                "MultiheadAttention")
 LINEAR_CLASSES = ("Linear", "Conv1D")
 _ATTN = re.compile(r"attn|attention", re.IGNORECASE)
-_LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
+# The layer index is the first numbered path segment, as PEFT reads it for layers_to_transform.
+LAYER_INDEX = re.compile(r"\.(\d+)(?:\.|$)")
 
 
 @dataclass
@@ -200,7 +198,18 @@ def _dims(module: Any, cls: str) -> tuple[int | None, int | None, int]:
     return None, None, 1
 
 
+def no_lora_reason(cls: str, own_params: int, has_children: bool) -> str:
+    """Why a module of class `cls` cannot take a LoRA adapter, as a sentence for a tooltip."""
+    if own_params:
+        return (f"{cls} cannot carry a LoRA adapter; PEFT wraps Linear, Conv1D, Embedding and "
+                "Conv layers.")
+    if has_children:
+        return f"{cls} is a container; tick the layers inside it."
+    return f"{cls} has no weights, so there is nothing to adapt."
+
+
 def _lora_capable(module: Any) -> bool:
+    """The module classes PEFT's LoRA dispatchers wrap (peft 0.21 ``_create_new_module``)."""
     import torch.nn as nn
     from transformers.pytorch_utils import Conv1D
 
@@ -227,19 +236,11 @@ def tree_from_model(model: Any, task: str, source: str = "") -> ModuleTree:
         shape = tuple(weight.shape) if weight is not None and hasattr(weight, "shape") else None
         lora = _lora_capable(module)
         in_f, out_f, kernel = _dims(module, cls) if lora else (None, None, 1)
-        m_layer = _LAYER_INDEX.search(name)
+        m_layer = LAYER_INDEX.search(name)
         layer = int(m_layer.group(1)) if m_layer else None
         if layer is not None:
             layer_rel[name] = name[m_layer.end():]
-        if lora:
-            reason = None
-        elif own:
-            reason = (f"{cls} cannot carry a LoRA adapter; PEFT wraps Linear, Conv1D, "
-                      "Embedding and Conv layers.")
-        elif any(True for _ in module.children()):
-            reason = f"{cls} is a container; tick the layers inside it."
-        else:
-            reason = f"{cls} has no weights, so there is nothing to adapt."
+        reason = None if lora else no_lora_reason(cls, own, any(True for _ in module.children()))
         modules[name] = ModuleInfo(name, cls, shape, in_f, out_f, own, 0, lora, reason,
                                    layer, name.rpartition(".")[2] or "(model)", "other", kernel)
         totals[name] = own
@@ -251,7 +252,7 @@ def tree_from_model(model: Any, task: str, source: str = "") -> ModuleTree:
     for name in reversed(list(modules)):
         info = modules[name]
         info.total_params = totals[name] + sum(modules[c].total_params for c in info.children)
-    _assign_kinds(modules, layer_rel)
+    assign_kinds(modules, layer_rel)
     num_classes = getattr(getattr(model, "config", None), "num_labels", None)
     if task == "sequence-classification":  # the randomly initialised task head
         head_names += [n for n, m in modules.items()
@@ -274,19 +275,28 @@ def tree_from_model(model: Any, task: str, source: str = "") -> ModuleTree:
     )
 
 
-def _assign_kinds(modules: dict[str, ModuleInfo], layer_rel: dict[str, str]) -> None:
-    """Kind = the shortest suffix of the in-layer path that is still unambiguous."""
-    rels = {r for n, r in layer_rel.items() if modules[n].lora}
+def short_kinds(in_layer_paths: Iterable[str]) -> dict[str, str]:
+    """Each in-layer path's kind: its shortest dotted suffix that no other path ends with.
+
+    ``self_attn.q_proj`` becomes ``q_proj``; BERT's ``attention.output.dense`` stays long enough
+    to differ from ``output.dense``. The module tree and the adapter inspector both name kinds so.
+    """
+    paths = set(in_layer_paths)
     short: dict[str, str] = {}
-    for rel in rels:
+    for rel in paths:
         parts = rel.split(".")
+        short[rel] = rel
         for i in range(len(parts) - 1, -1, -1):
             suffix = ".".join(parts[i:])
-            if sum(1 for r in rels if r == suffix or r.endswith("." + suffix)) == 1:
+            if sum(1 for r in paths if r == suffix or r.endswith("." + suffix)) == 1:
                 short[rel] = suffix
                 break
-        else:
-            short[rel] = rel
+    return short
+
+
+def assign_kinds(modules: dict[str, ModuleInfo], layer_rel: dict[str, str]) -> None:
+    """Set each LoRA-capable module's kind (see :func:`short_kinds`) and group."""
+    short = short_kinds({r for n, r in layer_rel.items() if modules[n].lora})
     for name, info in modules.items():
         if info.lora and name in layer_rel:
             rel = layer_rel[name]

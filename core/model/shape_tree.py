@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from graftlab.core.model.module_tree import ModuleInfo, ModuleTree, _assign_kinds
+from graftlab.core.model.module_tree import ModuleInfo, ModuleTree, assign_kinds, no_lora_reason
 
 PREFIX = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}
 _ACT = {"silu": "SiLUActivation"}
@@ -103,13 +103,8 @@ def tree_from_config_json(path: str | Path, source: str = "") -> ModuleTree | No
             reason = None
         else:
             in_f = out_f = None
-            if own:
-                reason = (f"{cls} cannot carry a LoRA adapter; PEFT wraps Linear, Conv1D, "
-                          "Embedding and Conv layers.")
-            elif cls.endswith(("Embedding", "Activation")):
-                reason = f"{cls} has no weights, so there is nothing to adapt."
-            else:
-                reason = f"{cls} is a container; tick the layers inside it."
+            # Rotary embeddings and activations are the only leaves here without weights.
+            reason = no_lora_reason(cls, own, not cls.endswith(("Embedding", "Activation")))
         modules[name] = ModuleInfo(name, cls, shape, in_f, out_f, own, own, bool(lora), reason,
                                    layer, parts[-1] or "(model)", "other")
         if name:
@@ -117,7 +112,7 @@ def tree_from_config_json(path: str | Path, source: str = "") -> ModuleTree | No
     for name in reversed(list(modules)):  # pre-order, so children come first when reversed
         info = modules[name]
         info.total_params = info.params + sum(modules[c].total_params for c in info.children)
-    _assign_kinds(modules, layer_rel)
+    assign_kinds(modules, layer_rel)
     modules["lm_head"].group = "head"
     return ModuleTree(model_type=s["type"], task="causal-lm",
                       total_params=modules[""].total_params,

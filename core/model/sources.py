@@ -14,8 +14,6 @@ from typing import Any
 
 from graftlab.core.errors import UserError
 
-SOURCE_KINDS = ("folder", "config", "cache", "hub", "demo")
-
 
 @dataclass(frozen=True)
 class ModelSource:
@@ -132,17 +130,30 @@ def resolve_source(spec: str, trust_remote_code: bool = False,
             return ModelSource(spec, "config", path, "none", str(path.parent.resolve()))
         check_config(path, trust_remote_code)
         return ModelSource(spec, "folder", path, _weights_in(path), str(path.resolve()))
-    # Not a local path: a hub id, resolved from the local cache first.
-    for cached in list_cached_models():
-        if cached.repo_id == spec and cached.has_config:
-            check_config(cached.path, trust_remote_code)
-            weights = _weights_in(cached.path)
-            # Only the config was fetched so far: the weights come when a run or merge starts.
-            return ModelSource(spec, "cache", cached.path,
-                               "hub" if weights == "none" else weights, spec)
-    if spec.count("/") > 1 or " " in spec:
+    return _resolve_hub_id(spec, trust_remote_code, allow_download)
+
+
+def _resolve_hub_id(spec: str, trust_remote_code: bool, allow_download: bool) -> ModelSource:
+    """A hub id: the local Hugging Face cache first, then its config.json only (never weights).
+
+    The weights come when a run or merge starts (graftlab.core.model.hub).
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
         raise UserError(f"model {spec!r} is neither a local path nor a hub id "
-                        "(owner/name); check the spelling.", field="model.source")
+                        "(owner/name); check the spelling.", field="model.source") from None
+    cached = try_to_load_from_cache(spec, "config.json")  # a path, or a "not cached" marker
+    if isinstance(cached, str):
+        folder = Path(cached).parent
+        check_config(folder, trust_remote_code)
+        weights = _weights_in(folder)
+        # Only the config may have been fetched so far: "hub" means weights still to come.
+        return ModelSource(spec, "cache", folder, "hub" if weights == "none" else weights, spec)
     if not allow_download:
         raise UserError(f"model {spec!r} is not on this machine; its config.json can be "
                         "fetched from the hub (no weights) if you agree.", field="model.source")

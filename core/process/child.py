@@ -1,11 +1,12 @@
 """Run a TrainingSession in a child process, driven exactly like an in-process one.
 
 Why a process: a training loop runs a lot of Python between its kernels (Trainer, PEFT, the
-callbacks). In a thread of the GUI process it competes with the GUI thread for the GIL, and the
-window froze for 100-200 ms at a time (`tests/bench/bench_ui_stall.py`). In its own process it
-competes only for CPU time, which the OS scheduler shares in slices of a few milliseconds. The
-run is also protected from the GUI: if the window's process dies, the child's stdin closes and
-the child stops after the current step, saving a checkpoint and the adapter.
+callbacks). In a thread of the GUI process it competes with the GUI thread for the GIL, which
+freezes the window for whole time slices (`tests/bench/bench_ui_stall.py` measures the stalls;
+tests/bench/RESULTS.md has the figures). In its own process it competes only for CPU time, which the
+OS scheduler shares in slices of a few milliseconds. The run is also protected from the GUI: if the
+window's process dies, the child's stdin closes and the child stops after the current step, saving a
+checkpoint and the adapter.
 
 `ProcessSession` has the interface of `graftlab.core.train.session.TrainingSession`
 (constructed with `(cfg, sinks, resume)`, then `run()`, `request_pause/resume/stop`, `paused`,
@@ -42,7 +43,7 @@ from typing import IO, Any
 
 from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
-from graftlab.core.train.events import Event, Failed, Saving, event_from_dict
+from graftlab.core.train.events import Event, Failed, Saving, Sink, event_from_dict
 from graftlab.core.train.lifecycle import RunControl
 
 CHILD_ARG = "_session"  # hidden `graftlab` subcommand that runs the child (frozen builds)
@@ -163,7 +164,7 @@ class ProcessSession(RunControl):
     them, and they are sent once the child exists.
     """
 
-    def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = (),
+    def __init__(self, cfg: RunConfig, sinks: Sequence[Sink] = (),
                  resume: bool = False, command: Sequence[str] | None = None) -> None:
         super().__init__()
         self.cfg, self.resume = cfg, resume

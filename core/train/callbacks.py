@@ -57,7 +57,8 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
         eval_strategy="steps" if eval_every else "no",
         eval_steps=t.eval_steps if eval_every else None,
         # Checkpoints are requested by SessionCallback (steps, minutes, stop) and written
-        # atomically by graftlab.core.train.checkpoints; Trainer's schedule and rotation stay off.
+        # atomically by graftlab.core.train.checkpoints; Trainer's own schedule and rotation stay
+        # off.
         save_strategy="no",
         use_cpu=device == "cpu",
         bf16=precision == "bf16",

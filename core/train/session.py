@@ -34,12 +34,13 @@ from graftlab.core.train.events import (
     JsonlSink,
     Message,
     Saving,
+    Sink,
     Started,
 )
 from graftlab.core.train.lifecycle import RunControl
 
 
-def download_reporter(emit: Callable[[Event], None],
+def download_reporter(emit: Sink,
                       every_s: float = 0.5) -> Callable[[int, int, str], None]:
     """Turns byte counts from a hub download into Download events, at most every `every_s`."""
     from time import monotonic
@@ -71,7 +72,7 @@ class RunResult:
 class TrainingSession(RunControl):
     """One training run. `run()` blocks; stop/pause requests may come from any thread."""
 
-    def __init__(self, cfg: RunConfig, sinks: Sequence[Callable[[Event], None]] = (),
+    def __init__(self, cfg: RunConfig, sinks: Sequence[Sink] = (),
                  resume: bool = False, strict: bool = False) -> None:
         """Args:
             cfg: the run.

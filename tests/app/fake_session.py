@@ -1,4 +1,5 @@
-"""A fast scripted stand-in for graftlab.core.train.session.TrainingSession (monkeypatched into graftlab.app.run.worker).
+"""A fast scripted stand-in for graftlab.core.train.session.TrainingSession (monkeypatched into
+graftlab.app.run.worker).
 
 It honours pause/resume/stop like the real session: `Paused` right before it blocks, `Resumed`
 right after, a checkpoint-free `Finished` at the end. `snapshot_adapter` writes a small file and
@@ -7,6 +8,7 @@ records whether training stayed blocked for the whole save.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ class FastSession(RunControl):
     created = 0
     resumed_flags: list[bool] = []
     snapshot_log: list[tuple[str, bool]] = []  # (out_dir, training stayed blocked)
+    snapshot_threads: list[str] = []  # the thread each save ran on
     ignore_stop = False  # a run that does not stop when asked: only kill() ends it
     killed = False
 
@@ -55,6 +58,7 @@ class FastSession(RunControl):
             sink(ev)
 
     def snapshot_adapter(self, out_dir):
+        type(self).snapshot_threads.append(threading.current_thread().name)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         step = self.step
@@ -103,6 +107,6 @@ class FastSession(RunControl):
 
 def fresh_fake(**attrs) -> type[FastSession]:
     """A subclass with its own counters, so tests do not see each other's runs."""
-    base = {"created": 0, "resumed_flags": [], "snapshot_log": [], "fail_with": None,
-            "step_time_s": 0.0, "snapshot_time_s": 0.0, "ignore_stop": False}
+    base = {"created": 0, "resumed_flags": [], "snapshot_log": [], "snapshot_threads": [],
+            "fail_with": None, "step_time_s": 0.0, "snapshot_time_s": 0.0, "ignore_stop": False}
     return type("Fake", (FastSession,), base | attrs)

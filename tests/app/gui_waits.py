@@ -23,3 +23,16 @@ def core_count(window) -> int:
     """The core's exact trainable count for what the window shows."""
     cfg: AdapterConfig = window.run_config().adapter
     return plan_adapter(window.tree, cfg).trainable_params
+
+
+def happens_within(qtbot, predicate, timeout_ms: int) -> bool:
+    """Whether `predicate()` becomes true within `timeout_ms`, processing events meanwhile.
+
+    For "nothing happens": `assert not happens_within(...)` returns as soon as it does happen,
+    instead of sleeping the whole time and looking afterwards.
+    """
+    try:
+        qtbot.waitUntil(predicate, timeout=timeout_ms)
+    except qtbot.TimeoutError:
+        return False
+    return True

@@ -46,6 +46,7 @@ def export(qtbot, d: ExportDialog, out: Path, kind: str = "adapter") -> None:
     assert not d.progress.isVisible()
 
 
+@pytest.mark.slow
 def test_default_is_a_peft_folder_next_to_the_run(dialog, trained):
     assert dialog.kind() == "adapter"
     assert Path(dialog.out_edit.text()) == trained.parent / "export-adapter"
@@ -53,6 +54,7 @@ def test_default_is_a_peft_folder_next_to_the_run(dialog, trained):
     assert Path(dialog.out_edit.text()) == trained.parent / "export-merged"
 
 
+@pytest.mark.slow
 def test_exports_the_adapter_and_lists_files(qtbot, dialog, tmp_path, monkeypatch):
     out = tmp_path / "my adapter"
     export(qtbot, dialog, out)
@@ -71,6 +73,7 @@ def test_exports_the_adapter_and_lists_files(qtbot, dialog, tmp_path, monkeypatc
     assert Path(opened[0].toLocalFile()) == out
 
 
+@pytest.mark.slow
 def test_exports_a_merged_model(qtbot, dialog, tmp_path):
     out = tmp_path / "merged"
     export(qtbot, dialog, out, kind="merged")
@@ -79,6 +82,7 @@ def test_exports_a_merged_model(qtbot, dialog, tmp_path):
     assert any(p.suffix == ".safetensors" for p, _n in dialog.written)
 
 
+@pytest.mark.slow
 def test_a_file_as_destination_shows_the_core_error(qtbot, dialog, tmp_path):
     target = tmp_path / "a-file"
     target.write_text("keep me")
@@ -88,6 +92,7 @@ def test_a_file_as_destination_shows_the_core_error(qtbot, dialog, tmp_path):
     assert dialog.export_button.isEnabled()  # the user can pick another folder
 
 
+@pytest.mark.slow
 def test_an_internal_error_is_shown_not_raised(qtbot, dialog, tmp_path, monkeypatch):
     def broken(*_args):
         raise OSError("disk on fire")
@@ -98,6 +103,7 @@ def test_an_internal_error_is_shown_not_raised(qtbot, dialog, tmp_path, monkeypa
     assert "disk on fire" in dialog.status_label.toolTip()
 
 
+@pytest.mark.slow
 def test_user_error_from_a_fake_export(qtbot, dialog, tmp_path, monkeypatch):
     def refuse(*_args):
         raise UserError("cannot write to /; choose a folder you have write access to.")
@@ -107,12 +113,14 @@ def test_user_error_from_a_fake_export(qtbot, dialog, tmp_path, monkeypatch):
     assert dialog.error_text().startswith("cannot write to /")
 
 
+@pytest.mark.slow
 def test_compatibility_findings_are_shown_on_export(qtbot, dialog, tmp_path):
     export(qtbot, dialog, tmp_path / "out")
     assert dialog.compat_findings is not None
     assert "Compatibility" in dialog.compat_label.text()
 
 
+@pytest.mark.slow
 def test_compatibility_warning_is_shown_on_export(qtbot, tmp_path, trained):
     import shutil
 

@@ -11,14 +11,17 @@ import os
 from pathlib import Path
 
 import graftlab.app.run.worker
+import pytest
 from graftlab.app.dialogs.export_dialog import ExportDialog
 from graftlab.app.dialogs.stop_dialog import SAVE
 from graftlab.core.adapter.plan import plan_adapter
 from graftlab.core.config import DataConfig, RunConfig
 from graftlab.core.model.demo import demo_model_path
 from graftlab.core.train.events import Paused, Started, Step
-from gui_waits import core_count, open_model, wait_loaded
+from gui_waits import core_count, happens_within, open_model, wait_loaded
 from PySide6.QtCore import QPoint, Qt
+
+pytestmark = pytest.mark.slow  # the whole flow trains in a real child process
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window
 
@@ -115,8 +118,8 @@ def test_the_whole_flow_on_the_demo_model(qtbot, make_window, tmp_path):
     paused_at = steps()[-1]
     assert paused_at < 30, "the run ended before it could be paused"
     assert "paused" in w.eta_label.text()
-    qtbot.wait(300)
-    assert steps()[-1] == paused_at, "steps arrived while paused"
+    assert not happens_within(qtbot, lambda: steps()[-1] != paused_at, 300), \
+        "steps arrived while paused"
     assert w.export_current_action.isEnabled()
     snapshot = tmp_path / "snapshot"
     with qtbot.waitSignal(w.controller.snapshot_saved, timeout=30_000):

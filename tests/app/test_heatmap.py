@@ -3,8 +3,6 @@ the UpdateNorms values (and painted so), click-through with the layer tree, fini
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from graftlab.app.panels.heatmap_panel import HeatmapPanel
@@ -109,7 +107,8 @@ def test_cell_values_equal_the_update_norms_and_are_painted(qtbot, demo_tree):
     assert not hm.has_values() and hm.mode == "plan"
 
 
-def test_70b_grid_and_refresh(qtbot, llama70b_config, capsys):
+def test_70b_grid_and_refresh(qtbot, llama70b_config):
+    # How long a refresh takes is measured by tests/bench/bench_heatmap.py, not here.
     tree = build_tree(str(llama70b_config))
     plan = plan_adapter(tree, AdapterConfig(targets=tree.preset("all-linear"), rank=16))
     panel = make_panel(qtbot, (640, 900))
@@ -117,19 +116,13 @@ def test_70b_grid_and_refresh(qtbot, llama70b_config, capsys):
     hm = panel.heatmap
     assert (hm._rows, len(hm._kinds), len(plan.modules)) == (80, 7, 560)
     sizes = random_sizes([m.name for m in plan.modules])
-    times = []
-    for step in range(1, 6):
-        t0 = time.perf_counter()
+    for step in range(1, 3):
         panel.append_events([UpdateNorms(step, sizes)])
         hm.repaint()
-        times.append((time.perf_counter() - t0) * 1000)
     assert all(hm.value_of(n) == v for n, v in sizes.items())
-    assert min(times) < 50  # bench_heatmap.py measures it properly; a few ms here
     r = hm.cell_rect("model.layers.79.mlp.down_proj")
     assert r.height() >= 2 and hm._geom["grid"].contains(r.center())
     assert hm.cell_at(r.center()) == "model.layers.79.mlp.down_proj"
-    with capsys.disabled():
-        print(f"\n70B heatmap refresh: {min(times):.1f} ms")
 
 
 def test_clicks_select_in_the_tree_and_the_tree_highlights_cells(qtbot, make_window):
@@ -202,6 +195,7 @@ def test_a_finished_run_shows_its_last_update_norms(qtbot, demo_tree, tmp_path):
     assert "cannot read" in panel.error_label.text()
 
 
+@pytest.mark.slow
 def test_a_real_run_feeds_the_heatmap_in_the_window(qtbot, make_window, tmp_path):
     w = make_window()
     open_model(qtbot, w, "demo:tiny-llama")

@@ -3,10 +3,7 @@ Graftlab run's adapter, comparing two adapters, and folders that are not adapter
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
-import torch
 from graftlab.app.windows.inspector_window import InspectorWindow
 from graftlab.core.adapter.info import read_adapter
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
@@ -16,37 +13,20 @@ pytest_plugins = ["gui_helpers"]  # fixtures: make_window
 READ_MS = 60_000
 
 
-def save_peft(out, arch="llama", layers=2, seed=0, **kw):
-    """get_peft_model + save_pretrained on a tiny model, with random non-zero B."""
-    from graftlab.core.model.demo import build_config
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_config(build_config(arch, 128, {"layers": layers}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pm = get_peft_model(base, LoraConfig(init_lora_weights=False, **kw))
-        pm.save_pretrained(str(out))
-    return out
-
-
 @pytest.fixture(scope="module")
-def adapters(tmp_path_factory):
+def adapters(tmp_path_factory, save_peft):
     root = tmp_path_factory.mktemp("adapters")
     targets = ["q_proj", "v_proj", "down_proj"]
-    return {
-        "patterned": save_peft(root / "patterned", r=4, lora_alpha=8, target_modules=targets,
-                               rank_pattern={r"^model\.layers\.0\.self_attn\.q_proj": 6,
-                                             "down_proj": 2},
-                               alpha_pattern={"v_proj": 3}),
-        "other": save_peft(root / "other", seed=1, r=4, lora_alpha=8,
-                           target_modules=["q_proj", "v_proj", "o_proj"]),
-        "dora": save_peft(root / "dora", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                          use_dora=True),
-        "gpt2": save_peft(root / "gpt2", "gpt2", r=4, lora_alpha=8, target_modules=["c_attn"],
-                          use_rslora=True),
-    }
+    save_peft(root / "patterned", r=4, lora_alpha=8, target_modules=targets,
+              rank_pattern={r"^model\.layers\.0\.self_attn\.q_proj": 6, "down_proj": 2},
+              alpha_pattern={"v_proj": 3})
+    save_peft(root / "other", seed=1, r=4, lora_alpha=8,
+              target_modules=["q_proj", "v_proj", "o_proj"])
+    save_peft(root / "dora", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+              use_dora=True)
+    save_peft(root / "gpt2", "gpt2", r=4, lora_alpha=8, target_modules=["c_attn"],
+              use_rslora=True)
+    return {name: root / name for name in ("patterned", "other", "dora", "gpt2")}
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +118,7 @@ def test_dora_and_rslora_adapters(qtbot, inspector, adapters):
     assert w.modules_model.rows[0].scale == pytest.approx(8 / 2)
 
 
+@pytest.mark.slow
 def test_a_run_adapter_and_its_base_model(qtbot, inspector, run_adapter):
     w = inspector
     open_and_wait(qtbot, w, run_adapter / "adapter_config.json")  # a file opens its folder

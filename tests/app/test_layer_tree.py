@@ -3,8 +3,6 @@ edits, multi-select, non-LoRA rows, and a Llama-3-70B tree."""
 
 from __future__ import annotations
 
-import time
-
 from graftlab.app.panels.layer_tree import LayerTreeWidget
 from graftlab.app.panels.tree_model import ALPHA, NAME, RANK, TRAINABLE
 from graftlab.app.run.run_state import adapter_config
@@ -172,31 +170,22 @@ def test_multi_select_sets_rank_and_alpha_for_the_selection(qtbot, demo_tree):
     assert w.model.overrides() == {}
 
 
-def test_llama_70b_config_opens_expands_and_ticks_all_linear_within_a_frame(
-        qtbot, llama70b_config, capsys):
+def test_llama_70b_config_opens_expands_and_ticks_all_linear(qtbot, llama70b_config):
+    # How long this takes is measured by tests/bench/bench_layer_tree_70b.py, not here.
     tree = build_tree(str(llama70b_config))
     assert len(tree.modules) == 1047
     w = _widget(qtbot, tree)
-    t0 = time.perf_counter()
     w.set_tree(tree)
     w.view.expandAll()
-    qtbot.wait(1)
-    populate_s = time.perf_counter() - t0
     sb = w.view.verticalScrollBar()
     for value in range(0, sb.maximum(), max(1, sb.maximum() // 20)):
         sb.setValue(value)
     w.view.collapseAll()
     w.expand_default()
-    t0 = time.perf_counter()
     w.apply_preset("all-linear")
-    tick_ms = (time.perf_counter() - t0) * 1000
     names = tree.preset("all-linear")
     assert len(names) == 560
     expected = plan_adapter(tree, AdapterConfig(targets=names)).trainable_params
     assert w.model.total_trainable() == expected == 103_546_880
-    with capsys.disabled():
-        print(f"\n70B tree: set_tree+expandAll {populate_s * 1000:.0f} ms, "
-              f"tick all-linear {tick_ms:.1f} ms")
-    assert tick_ms < 200  # budget 20 ms interactive; generous here for loaded CI machines
     root = w.model.index(0, NAME)
     assert w.model.data(root, Qt.ItemDataRole.CheckStateRole) == Qt.CheckState.PartiallyChecked

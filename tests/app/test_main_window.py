@@ -3,8 +3,6 @@ shortcuts, command line, closing during a run, and a Llama-3-70B config."""
 
 from __future__ import annotations
 
-import time
-
 from graftlab.app.__main__ import main  # noqa: F401 - importable entry point
 from graftlab.core.adapter.plan import plan_adapter
 from graftlab.core.config import AdapterConfig
@@ -139,9 +137,7 @@ def test_closing_during_a_run_asks_and_can_be_cancelled(qtbot, make_window, monk
     monkeypatch.setattr(w, "_ask_stop_on_close", ask)
     assert not w.close()
     assert w.isVisible() and state["stopped"] == 0 and not w.closer.is_active()
-    t0 = time.perf_counter()
     assert not w.close()  # stop and save: never a wait on the GUI thread, a progress dialog
-    assert time.perf_counter() - t0 < 1.0
     assert state["stopped"] == 1 and w.closer.is_active()
     assert "saving" in w.closer.label_text()
     state["running"] = False
@@ -191,29 +187,19 @@ def test_close_waits_for_the_run_when_the_step_is_still_running(qtbot, make_wind
 
 
 def test_llama_70b_config_opens_and_all_linear_updates_every_count(
-        qtbot, make_window, llama70b_config, capsys):
+        qtbot, make_window, llama70b_config):
+    # How long the clicks take is measured by tests/bench/bench_layer_tree_70b.py, not here.
     w = make_window()
     w.show()
-    t0 = time.perf_counter()
     open_model(qtbot, w, str(llama70b_config))
-    open_s = time.perf_counter() - t0
     assert len(w.tree.modules) == 1047
     assert w.model_panel.weights_label.text().startswith("no")
-    qtbot.wait(100)  # let the view lay out and paint once, as a user would see it
-    times = []
     for preset in ("all-linear", "none", "all-linear"):
-        t0 = time.perf_counter()
         qtbot.mouseClick(w.layer_tree.preset_buttons[preset], Qt.MouseButton.LeftButton)
-        times.append((time.perf_counter() - t0) * 1000)
-        qtbot.wait(20)
-    tick_ms = min(times[0], times[2])
     expected = plan_adapter(w.tree, AdapterConfig(targets=w.tree.preset("all-linear")))
     assert w.plan.trainable_params == expected.trainable_params == 103_546_880
     assert w.adapter_panel.total_label.text() == "103,546,880"
     assert w.tree_model.total_trainable() == expected.trainable_params
-    with capsys.disabled():
-        print(f"\n70B in window: open→populated {open_s:.2f} s, all-linear click→all counts "
-              f"{tick_ms:.1f} ms (clicks: {', '.join(f'{t:.1f}' for t in times)} ms)")
     # a config.json has no weights: training is refused with the core-style sentence
     w.start_training()
     assert "bare config.json" in w.last_error

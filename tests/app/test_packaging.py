@@ -40,6 +40,7 @@ def test_desktop_entry_has_the_required_keys():
 
 @pytest.mark.skipif(shutil.which("desktop-file-validate") is None,
                     reason="desktop-file-utils not installed")
+@pytest.mark.slow
 def test_desktop_files_validate(tmp_path):
     installed = tmp_path / f"{APP_ID}.desktop"
     installed.write_text(desktop_entry(), encoding="utf-8")
@@ -67,6 +68,7 @@ def test_metainfo_structure():
     assert root.findtext("provides/binary") == "graftlab"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("appstreamcli") is None, reason="appstreamcli not installed")
 def test_metainfo_validates():
     out = subprocess.run(["appstreamcli", "validate", "--no-net", str(METAINFO)],
@@ -116,6 +118,7 @@ def test_install_desktop_into_a_prefix(tmp_path):
     assert not any(p.exists() for p in written)
 
 
+@pytest.mark.slow
 def test_the_installed_command_starts_the_app_module():
     out = subprocess.run([sys.executable, "-c", "import graftlab.app.__main__ as m; print(m.main)"],
                          capture_output=True, text=True, cwd=ROOT)

@@ -77,6 +77,7 @@ def runner(qtbot):
     settle(qtbot)
 
 
+@pytest.mark.slow
 def test_fifty_start_stop_cycles_leak_no_threads_or_memory(qtbot, runner, monkeypatch,
                                                            tmp_path, capsys):
     monkeypatch.setattr(graftlab.app.run.worker, "TrainingSession", fresh_fake(step_time_s=0.0005))
@@ -98,6 +99,7 @@ def test_fifty_start_stop_cycles_leak_no_threads_or_memory(qtbot, runner, monkey
     assert after["rss_mb"] - before["rss_mb"] < 50
 
 
+@pytest.mark.slow
 def test_real_start_stop_cycles_on_the_demo_model(qtbot, runner, tmp_path, capsys):
     readings = []
     for i in range(REAL_CYCLES):
@@ -177,6 +179,7 @@ def test_closing_during_a_run_cancel_then_stop_and_save(qtbot, window, monkeypat
     assert results[0].stopped_early and results[0].adapter_dir is not None  # saved
 
 
+@pytest.mark.slow
 def test_closing_during_a_real_run_saves_and_closes(qtbot, window, tmp_path):
     w = window()
     w.show()
@@ -206,9 +209,8 @@ def test_a_run_that_does_not_stop_can_be_ended_from_stop_or_close(qtbot, window,
     w.stop_action.trigger()
     assert w.training_panel.state() == "stopping"
     assert w.training_panel.stop_button.isEnabled()  # "End now…"
-    qtbot.wait(100)
-    w.stop_action.trigger()  # asked: Wait
-    qtbot.wait(100)
+    with qtbot.assertNotEmitted(w.controller.finished, wait=100):
+        w.stop_action.trigger()  # asked: Wait
     assert w.controller.is_running() and asked == [True]
     with qtbot.waitSignal(w.controller.finished, timeout=10_000):
         qtbot.mouseClick(w.training_panel.stop_button, Qt.MouseButton.LeftButton)  # End now

@@ -29,8 +29,9 @@ def main() -> None:
         walls = []
         for _ in range(3):
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "graftlab.core.cli", "inspect", cfg, "--json"],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "graftlab.core.cli", "inspect", cfg, "--json"],
+                capture_output=True, text=True, check=True)
             walls.append(time.perf_counter() - t)
         data = json.loads(proc.stdout)
         from graftlab.core.model.module_tree import build_tree

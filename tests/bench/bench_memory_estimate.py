@@ -1,10 +1,10 @@
 """Estimated versus measured peak memory of real training runs (CPU: peak RSS).
 
 Run: python tests/bench/bench_memory_estimate.py [--quick]
-Each case trains one step with graftlab.core.train.session.TrainingSession in a fresh subprocess (LoRA r=8 on
-all seven Llama projections) and reports the child's peak RSS (``ru_maxrss``); on a machine with
-CUDA it would compare ``torch.cuda.max_memory_allocated`` instead (not run here). Prints one
-line per case and a final JSON line with estimate, measured and error% per case.
+Each case trains one step with graftlab.core.train.session.TrainingSession in a fresh subprocess
+(LoRA r=8 on all seven Llama projections) and reports the child's peak RSS (``ru_maxrss``); on a
+machine with CUDA it would compare ``torch.cuda.max_memory_allocated`` instead (not run here).
+Prints one line per case and a final JSON line with estimate, measured and error% per case.
 Target: every case within ±25%. About 3–4 minutes on 2 cores.
 """
 

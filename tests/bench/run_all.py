@@ -103,6 +103,9 @@ def run_one(path: Path, timeout: float) -> tuple[dict | None, str, float]:
     return None, f"exit {proc.returncode}, no JSON line: {tail}", elapsed
 
 
+HISTORY = "## History"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", help="bench names (e.g. startup) to run")
@@ -134,7 +137,12 @@ def main() -> None:
     text = (f"# Benchmark results\n\nWritten by `python tests/bench/run_all.py` on {date}. "
             "Timings come from a shared machine: best of a few alternating runs.\n\n"
             f"{table}\n\n## Raw JSON lines\n\n" + "\n".join(raw) + "\n")
-    Path(a.output).write_text(text, encoding="utf-8")
+    out = Path(a.output)
+    # The hand-written history (what a change made faster, and from what) survives a rerun.
+    old = out.read_text(encoding="utf-8") if out.is_file() else ""
+    if HISTORY in old:
+        text += "\n" + old[old.index(HISTORY):]
+    out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 
 import pytest
 import torch
 from graftlab.core.adapter.info import compare_adapters, read_adapter
 from graftlab.core.errors import UserError
-
-
-def save_peft(out, arch="llama", layers=2, seed=0, **kw):
-    """get_peft_model + save_pretrained on an in-memory tiny model, with random non-zero B."""
-    from graftlab.core.model.demo import build_config
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_config(build_config(arch, 128, {"layers": layers}))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pm = get_peft_model(base, LoraConfig(init_lora_weights=False, **kw))
-        pm.save_pretrained(str(out))
-    return pm
 
 
 def live_layers(pm):
@@ -34,7 +18,7 @@ def live_layers(pm):
 
 
 @pytest.fixture(scope="module")
-def patterned(tmp_path_factory):
+def patterned(tmp_path_factory, save_peft):
     out = tmp_path_factory.mktemp("a") / "patterned"
     pm = save_peft(out, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                    rank_pattern={r"^model\.layers\.0\.self_attn\.q_proj": 6, "down_proj": 2},
@@ -68,7 +52,7 @@ def test_rank_alpha_patterns_and_norms_match_peft(patterned):
     assert data["file_size"] == (out / "adapter_model.safetensors").stat().st_size
 
 
-def test_rslora_on_gpt2_conv1d(tmp_path):
+def test_rslora_on_gpt2_conv1d(tmp_path, save_peft):
     pm = save_peft(tmp_path / "a", "gpt2", r=4, lora_alpha=8, target_modules=["c_attn"],
                    use_rslora=True)
     info = read_adapter(tmp_path / "a")
@@ -80,7 +64,7 @@ def test_rslora_on_gpt2_conv1d(tmp_path):
             float(layer.get_delta_weight("default").detach().double().norm()), rel=1e-5)
 
 
-def test_dora_embeddings_and_modules_to_save(tmp_path):
+def test_dora_embeddings_and_modules_to_save(tmp_path, save_peft):
     save_peft(tmp_path / "a", "qwen2", r=4, lora_alpha=8, use_dora=True,
               target_modules=["q_proj", "embed_tokens"], modules_to_save=["lm_head"])
     info = read_adapter(tmp_path / "a")
@@ -93,7 +77,7 @@ def test_dora_embeddings_and_modules_to_save(tmp_path):
     assert saved["model.embed_tokens"].base_layer
 
 
-def test_suffix_form_targets(tmp_path):
+def test_suffix_form_targets(tmp_path, save_peft):
     names = [f"model.layers.{i}.{k}" for i in range(3) for k in (
         "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
@@ -105,7 +89,7 @@ def test_suffix_form_targets(tmp_path):
     assert info.target_modules == stored
 
 
-def test_compare(tmp_path, patterned):
+def test_compare(tmp_path, patterned, save_peft):
     out, _ = patterned
     c = compare_adapters(out, out)
     assert all(x.cosine == pytest.approx(1.0) and x.norm_ratio == pytest.approx(1.0)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
 from graftlab.core.process.child import ProcessSession, TrainingProcessError, child_command
 from graftlab.core.train.events import Failed, Finished, Paused, Resumed, Started, Step
+
+pytestmark = pytest.mark.slow  # every test here starts a child training process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +54,11 @@ class Recorder:
         assert ok, f"no {cls.__name__} event within {timeout} s"
         return self.of(cls)[0]
 
+    def wait_until(self, predicate, timeout: float = 120.0) -> bool:
+        """Block until `predicate()` holds (True) or `timeout` seconds pass (False)."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
 
 def run_in_thread(session: ProcessSession) -> tuple[threading.Thread, dict]:
     out: dict = {}
@@ -86,8 +92,8 @@ def test_child_trains_pauses_exports_resumes_and_finishes(tmp_path):
     assert {p.name for p, _n in files} >= {"adapter_config.json", "adapter_model.safetensors"}
     assert all(p.is_file() and p.stat().st_size == n for p, n in files)
     steps_while_paused = [e.step for e in rec.of(Step)]
-    time.sleep(0.3)
-    assert [e.step for e in rec.of(Step)] == steps_while_paused  # blocked while paused
+    more = rec.wait_until(lambda: len(rec.of(Step)) > len(steps_while_paused), timeout=0.3)
+    assert not more, "a step arrived while paused"
     session.request_resume()
     thread.join(120)
     assert not thread.is_alive() and "error" not in out, out
@@ -127,8 +133,7 @@ def test_a_stop_before_the_child_exists_trains_nothing(tmp_path):
 
 def test_a_killed_child_is_reported_in_a_sentence(tmp_path):
     rec, session, thread, out = running_session(tmp_path, max_steps=100_000, checkpoint_every=2)
-    while not any(e.step >= 3 for e in rec.of(Step)):
-        time.sleep(0.02)
+    assert rec.wait_until(lambda: any(e.step >= 3 for e in rec.of(Step))), "no step 3 in 120 s"
     os.killpg(session._proc.pid, signal.SIGKILL)
     thread.join(60)
     assert isinstance(out.get("error"), TrainingProcessError)
@@ -149,10 +154,14 @@ def test_the_child_saves_and_stops_when_its_parent_goes_away(tmp_path):
     proc.stdin.write((json.dumps({"config": cfg.to_dict(), "resume": False}) + "\n").encode())
     proc.stdin.flush()
     lines = []
+    deadline = threading.Timer(120, proc.kill)  # a child that never steps fails, not hangs
+    deadline.start()
     for line in proc.stdout:  # wait for the first step, then vanish
         lines.append(json.loads(line))
         if lines[-1].get("event") == "step":
             break
+    deadline.cancel()
+    assert lines and lines[-1].get("event") == "step", "no step within 120 s"
     proc.stdin.close()
     rest = [json.loads(line) for line in proc.stdout]
     assert proc.wait(120) == 0

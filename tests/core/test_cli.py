@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # every test here runs `graftlab` in a subprocess
 
 
 def graftlab(*args, cwd=None, timeout=300):
@@ -77,7 +80,8 @@ def test_invalid_input_exits_2_with_one_line(tmp_path):
 
 def test_subcommands_never_import_qt(tiny_models, tmp_path):
     # Through the real entry point (`graftlab` = graftlab.app.launcher:main), as a user runs it.
-    code = ("import sys\nfrom graftlab.app.launcher import main\nrc = main(['inspect', 'demo:tiny-llama'])\n"
+    code = ("import sys\nfrom graftlab.app.launcher import main\n"
+            "rc = main(['inspect', 'demo:tiny-llama'])\n"
             "assert rc == 0\n"
             f"assert main(['install-desktop', '--prefix', {str(tmp_path)!r}]) == 0\n"
             "bad = [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'shiboken'))]\n"

@@ -56,6 +56,7 @@ def _prepare(tokenizer, path, max_length=64):
     return prepare(DataConfig(path=str(path), max_length=max_length), tokenizer, "causal-lm")
 
 
+@pytest.mark.slow
 def test_second_run_reads_the_cache_in_a_new_process(tiny_models, write_jsonl,
                                                      count_encoder_calls):
     import datasets

@@ -65,17 +65,14 @@ def test_glob_matching(trees):
     assert tree.match("nothing.*") == []
 
 
-def test_config_json_only_builds_70b_skeleton_fast(tmp_path):
-    import time
-
+def test_config_json_only_builds_70b_skeleton(tmp_path):
+    # No weights exist to load; tests/bench/bench_inspect_70b.py measures how long this takes.
     from transformers import LlamaConfig
 
     LlamaConfig(hidden_size=8192, num_hidden_layers=80, num_attention_heads=64,
                 num_key_value_heads=8, intermediate_size=28672,
                 vocab_size=128256).save_pretrained(tmp_path)
-    t = time.perf_counter()
     tree = build_tree(str(tmp_path / "config.json"))
-    assert time.perf_counter() - t < 30  # generous: only guards against loading weights
     assert tree.total_params == 70_553_706_496
     assert len(tree.preset("all-linear")) == 560
 

@@ -111,6 +111,7 @@ def test_packed_batch_loss_equals_padded_loss(arch):
     assert abs(float(loss_padded) - float(loss_packed)) < 1e-5 * float(loss_padded)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 @pytest.mark.parametrize("arch", ARCHS)
 def test_training_on_packed_batches_equals_padded(arch, tmp_path):

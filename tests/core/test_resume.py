@@ -20,6 +20,8 @@ from graftlab.core.train.events import Step
 from graftlab.core.train.session import TrainingSession
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # every test here trains for real or starts `graftlab train`
+
 
 def cfg_for(model, out, steps=12, every=3):
     cfg = RunConfig()

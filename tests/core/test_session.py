@@ -10,6 +10,8 @@ from graftlab.core.config import RunConfig
 from graftlab.core.train.events import Eval, Finished, Started, Step, UpdateNorms, read_metrics
 from graftlab.core.train.session import TrainingSession
 
+pytestmark = pytest.mark.slow  # every test here trains for real
+
 
 def make_cfg(model, out, data="demo:stories", targets=("model.layers.*",), steps=20, **train):
     cfg = RunConfig()
@@ -111,25 +113,30 @@ def test_classifier_trains_on_string_labels_and_merges(tmp_path, tiny_models):
 
 def test_stop_and_pause_from_another_thread(tmp_path, tiny_models):
     import threading
-    import time
 
     cfg = make_cfg(tiny_models["llama"], tmp_path / "run", steps=100_000)
     events = []
-    session = TrainingSession(cfg, [events.append])
+    arrived = threading.Condition()
+
+    def sink(event) -> None:
+        with arrived:
+            events.append(event)
+            arrived.notify_all()
+
+    def wait_until(predicate, timeout: float = 120.0) -> bool:
+        with arrived:
+            return arrived.wait_for(predicate, timeout)
+
+    session = TrainingSession(cfg, [sink])
     thread = threading.Thread(target=session.run)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not any(isinstance(e, Step) and e.step >= 3 for e in events):
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.02)
+    assert wait_until(lambda: any(isinstance(e, Step) and e.step >= 3 for e in events))
     session.request_pause()
-    while not any(e.kind == "paused" for e in events):
-        time.sleep(0.02)
+    assert wait_until(lambda: any(e.kind == "paused" for e in events))
     n = len(events)
-    time.sleep(0.5)
-    assert len(events) == n, "no steps while paused"
+    assert not wait_until(lambda: len(events) > n, timeout=0.5), "no steps while paused"
     session.request_resume()
-    time.sleep(0.3)
+    assert wait_until(lambda: any(isinstance(e, Step) for e in events[n:])), "resumed"
     session.request_stop(save=True)
     thread.join(60)
     assert not thread.is_alive()

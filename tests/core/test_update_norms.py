@@ -7,12 +7,10 @@ import warnings
 import pytest
 import torch
 from graftlab.core.adapter.update_norms import (
-    delta_cosine,
     delta_inner,
     delta_norm,
     delta_singular_values,
     effective_rank,
-    grad_norms,
     relative_update_sizes,
 )
 
@@ -34,17 +32,15 @@ def test_norm_and_spectrum_match_dense(r, n_in, n_out):
                                                                    rel=1e-5)
 
 
-def test_inner_and_cosine_with_different_ranks():
+def test_inner_with_different_ranks():
     g = torch.Generator().manual_seed(0)
     a1, b1 = torch.randn(4, 50, generator=g), torch.randn(30, 4, generator=g)
     a2, b2 = torch.randn(6, 50, generator=g), torch.randn(30, 6, generator=g)
     d1, d2 = dense(a1, b1, 2.0), dense(a2, b2, 0.5)
     assert delta_inner(a1, b1, 2.0, a2, b2, 0.5) == pytest.approx(float((d1 * d2).sum()),
                                                                   rel=1e-5)
-    cos = float((d1 * d2).sum() / (d1.norm() * d2.norm()))
-    assert delta_cosine(a1, b1, 2.0, a2, b2, 0.5) == pytest.approx(cos, abs=1e-9)
-    assert delta_cosine(a1, b1, 1.0, a1, -b1, 3.0) == pytest.approx(-1.0)
-    assert delta_cosine(a1, b1 * 0, 1.0, a2, b2, 1.0) is None
+    assert delta_inner(a1, b1, 1.0, a1, -b1, 3.0) == pytest.approx(
+        -3.0 * float(dense(a1, b1, 1.0).norm() ** 2), rel=1e-5)
     with pytest.raises(ValueError, match="different shapes"):
         delta_inner(a1, b1, 1.0, torch.randn(4, 51), b1, 1.0)
 
@@ -113,12 +109,3 @@ def test_dora_full_change_matches_merge(tiny_models):
         assert full[name] == pytest.approx(float((after - before).norm() / before.norm()),
                                            rel=1e-4)
         assert full[name] != pytest.approx(lora_part[name], rel=1e-3)
-
-
-def test_grad_norms(tiny_models):
-    pm = peft_model(tiny_models["llama"], r=4, lora_alpha=8, target_modules=["q_proj"])
-    assert grad_norms(pm) == {}
-    ids = torch.randint(0, 100, (2, 8))
-    pm(input_ids=ids, labels=ids).loss.backward()
-    norms = grad_norms(pm)
-    assert len(norms) == 2 and all(v > 0 for v in norms.values())
