@@ -147,15 +147,15 @@ def test_closing_during_a_run_asks_and_can_be_cancelled(qtbot, make_window, monk
 
 
 def test_end_now_while_closing_asks_the_runner_to_kill(qtbot, make_window, monkeypatch):
-    """The dialog's End now goes to the runner, whose kill never cuts a save short (tested
+    """The dialog's End now goes to the RunController, whose kill never cuts a save short (tested
     with a real child process in tests/core/test_run_control_races.py)."""
     w = make_window()
     w.show()
     state = {"running": True, "saving": True, "kills": 0}
-    monkeypatch.setattr(w.runner, "is_running", lambda: state["running"])
-    monkeypatch.setattr(w.runner, "is_saving", lambda: state["saving"])
-    monkeypatch.setattr(w.runner, "stop", lambda save=True: None)
-    monkeypatch.setattr(w.runner, "kill", lambda: state.__setitem__("kills", state["kills"] + 1))
+    monkeypatch.setattr(w.controller, "is_running", lambda: state["running"])
+    monkeypatch.setattr(w.controller, "is_saving", lambda: state["saving"])
+    monkeypatch.setattr(w.controller, "stop", lambda save=True: None)
+    monkeypatch.setattr(w.controller, "kill", lambda: state.__setitem__("kills", state["kills"] + 1))
     monkeypatch.setattr(w, "_ask_stop_on_close", lambda: True)
     try:
         assert not w.close()
@@ -209,6 +209,6 @@ def test_weights_download_shows_in_the_progress_bar(qtbot, make_window):
     from graftlab.core.train.events import Download
 
     w = make_window()
-    w._on_run_events([Download(2**29, 2**30, "model.safetensors")])
-    assert w.run_progress.value() == 500
+    w.status._on_run_events([Download(2**29, 2**30, "model.safetensors")])
+    assert w.status.run_progress.value() == 500
     assert "downloading weights 0.50 of 1.00 GB" in w.eta_label.text()
