@@ -118,7 +118,7 @@ def main() -> None:
         while window.tree is None or window.is_loading() or time.perf_counter() < deadline:
             app.processEvents()
             time.sleep(0.01)
-        runner = window.runner
+        runner = window.controller
     else:
         plots, panel, log = MetricPlots(), TrainingPanel(probe=False), LogView()
         for w in (plots, panel, log):
