@@ -19,6 +19,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -112,10 +113,16 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+# The exact names atomic_dir gives its own folders beside a target: `.NAME.old-PID` and
+# mkdtemp's `.NAME.staging-PID-XXXXXXXX`. Only folders with these names are ever restored or
+# removed, so a user's `.NAME.old-backup` beside the target is never touched.
+_LEFTOVER_NAME = {"old": r"old-\d+", "staging": r"staging-\d+-[A-Za-z0-9_]{8}"}
+
+
 def _leftovers(target: Path, kind: str) -> list[Path]:
-    prefix = f".{target.name}.{kind}-"
+    pattern = re.compile(re.escape(f".{target.name}.") + _LEFTOVER_NAME[kind])
     try:
-        return sorted(p for p in target.parent.iterdir() if p.name.startswith(prefix)
+        return sorted(p for p in target.parent.iterdir() if pattern.fullmatch(p.name)
                       and p.is_dir() and not p.is_symlink())
     except OSError:
         return []

@@ -155,7 +155,8 @@ def test_end_now_while_closing_asks_the_runner_to_kill(qtbot, make_window, monke
     monkeypatch.setattr(w.controller, "is_running", lambda: state["running"])
     monkeypatch.setattr(w.controller, "is_saving", lambda: state["saving"])
     monkeypatch.setattr(w.controller, "stop", lambda save=True: None)
-    monkeypatch.setattr(w.controller, "kill", lambda: state.__setitem__("kills", state["kills"] + 1))
+    monkeypatch.setattr(w.controller, "kill",
+                        lambda: state.__setitem__("kills", state["kills"] + 1))
     monkeypatch.setattr(w, "_ask_stop_on_close", lambda: True)
     try:
         assert not w.close()

@@ -170,3 +170,18 @@ def test_kill_between_the_two_steps_loses_nothing(tmp_path, mode):
     assert recover_dir(target) is not None  # what the next write or start runs
     assert (target / "f").read_text() == ("old" if mode == "two-renames" else "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "killed_write.py"]
+
+
+def test_recovery_never_touches_look_alike_folders_of_the_user(tmp_path):
+    from graftlab.core.atomic import atomic_dir, recover_dir
+
+    target = tmp_path / "adapter"
+    mine = [tmp_path / ".adapter.old-backup", tmp_path / ".adapter.staging-notes"]
+    for folder in mine:
+        folder.mkdir()
+        (folder / "keep.txt").write_text("user data")
+    assert recover_dir(target) is None
+    with atomic_dir(target) as staging:
+        (staging / "a.txt").write_text("new")
+    assert (target / "a.txt").read_text() == "new"
+    assert all((folder / "keep.txt").read_text() == "user data" for folder in mine)
