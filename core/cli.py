@@ -8,6 +8,7 @@ Exit codes: 0 success; 2 invalid input (one line ``error: ...`` on stderr, no tr
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -196,6 +197,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+# Further subcommands live in a module of their own under graftlab.core that defines
+# ``add_parser(sub)`` (light imports at module level; heavy ones inside the command function).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="graftlab", description="See and steer LoRA fine-tuning. Without a command, "
@@ -236,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "sequence-classification"])
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(func=cmd_merge)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 
