@@ -28,6 +28,7 @@ SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 PACKING = ("auto", "on", "off")
+BASE_EVAL = ("auto", "on", "off")
 
 
 @dataclass
@@ -138,6 +139,17 @@ class TrainingConfig:
     """Write a resumable checkpoint every N steps (0: none)."""
     update_norms_every: int = 10
     """Compute each module's relative update size (the heatmap) every N steps (0: off)."""
+    sample_prompts: list[str] = field(default_factory=list)
+    """Prompts the adapter answers during training (greedy), written to metrics.jsonl."""
+    sample_every: int = 0
+    """Generate the sample prompts every N steps (0: off)."""
+    sample_max_new_tokens: int = 48
+    """Cap on the tokens generated per sample prompt."""
+    sample_max_share: float = 0.05
+    """Samples are skipped while their total time would exceed this share of training time."""
+    base_eval: str = "auto"
+    """Score the base model (adapters disabled) on the eval split once before training:
+    ``auto`` (when the split has at most 2,000 examples), ``on`` or ``off``."""
     checkpoint_minutes: float = 10.0
     """Also write a checkpoint when this many minutes of training passed since the last (0: off)."""
     checkpoint_limit: int = 2
@@ -314,10 +326,20 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              "below 1, such as 2e-4.", "training.learning_rate")
     _require(t.scheduler in SCHEDULERS, f"{where}: `training.scheduler` is {t.scheduler!r}; "
              f"use one of {', '.join(SCHEDULERS)}.", "training.scheduler")
-    for key in ("warmup_steps", "eval_steps", "checkpoint_every", "update_norms_every"):
+    for key in ("warmup_steps", "eval_steps", "checkpoint_every", "update_norms_every",
+                "sample_every"):
         value = getattr(t, key)
         _require(value >= 0, f"{where}: `training.{key}` is {value}; use 0 or more.",
                  f"training.{key}")
+    _require(t.sample_max_new_tokens >= 1, f"{where}: `training.sample_max_new_tokens` is "
+             f"{t.sample_max_new_tokens}; use at least 1 token.", "training.sample_max_new_tokens")
+    _require(math.isfinite(t.sample_max_share) and 0 < t.sample_max_share <= 1, f"{where}: "
+             f"`training.sample_max_share` is {t.sample_max_share}; use a share in (0, 1], such "
+             "as 0.05.", "training.sample_max_share")
+    _require(all(p.strip() for p in t.sample_prompts), f"{where}: `training.sample_prompts` "
+             "holds an empty prompt; remove it or write some text.", "training.sample_prompts")
+    _require(t.base_eval in BASE_EVAL, f"{where}: `training.base_eval` is {t.base_eval!r}; use "
+             f"one of {', '.join(BASE_EVAL)}.", "training.base_eval")
     _require(t.logging_steps >= 1, f"{where}: `training.logging_steps` must be at least 1.",
              "training.logging_steps")
     _require(t.checkpoint_limit >= 1, f"{where}: `training.checkpoint_limit` must be at "

@@ -16,6 +16,39 @@ from graftlab.core.adapter.destination import check_free_space, check_output_dir
 from graftlab.core.errors import UserError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# A classifier's class names beside adapter_config.json ({"0": "negative", ...}, the base
+# config's id2label form): PEFT's own config has no place for them.
+LABELS_FILE = "id2label.json"
+
+
+def classifier_labels(model: Any) -> dict[str, str] | None:
+    """The class names of a sequence-classification PeftModel, else None."""
+    configs = getattr(model, "peft_config", None) or {}
+    task_types = {str(getattr(c, "task_type", "") or "") for c in configs.values()}
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if not id2label or not any(t.endswith("SEQ_CLS") for t in task_types):
+        return None
+    return {str(k): str(v) for k, v in sorted(id2label.items(), key=lambda kv: int(kv[0]))}
+
+
+def read_label_names(adapter_dir: str | Path) -> list[str] | None:
+    """The class names stored with a classification adapter (id = index), or None."""
+    path = Path(adapter_dir) / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        ids = sorted(int(k) for k in raw) if isinstance(raw, dict) else None
+    except (ValueError, TypeError):
+        ids = None
+    if ids is None:
+        raise UserError(f"{path} is not a mapping of class ids to names; restore it from the "
+                        "run's adapter or delete it.", field="adapter_dir")
+    if ids != list(range(len(ids))):
+        raise UserError(f"{path} does not number its classes 0 to {len(ids) - 1}; restore it "
+                        "from the run's adapter.", field="adapter_dir")
+    names = {int(k): str(v) for k, v in raw.items()}
+    return [names[i] for i in ids]
 
 
 def _listing(folder: Path) -> list[tuple[Path, int]]:
@@ -71,6 +104,9 @@ def save_adapter(model: Any, out_dir: str | Path, base_name: str,
             cfg["modules_to_save"] = list(dict.fromkeys(cfg["modules_to_save"]))
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
         (tmp / "README.md").write_text(adapter_readme(base_name), encoding="utf-8")
+        labels = classifier_labels(model)
+        if labels:
+            (tmp / LABELS_FILE).write_text(json.dumps(labels, indent=2), encoding="utf-8")
     return _listing(out_dir)
 
 
@@ -146,7 +182,9 @@ def load_peft_model(model_source: str, adapter_dir: str | Path, task: str = "aut
 
     src = check_adapter_dir(adapter_dir)
     check_adapter_fits(src, model_source, task, trust_remote_code)
+    # A classifier's head is sized and named from the labels stored with its adapter.
     model, _tok, _task = load_base_model(model_source, task, trust_remote_code=trust_remote_code,
+                                         label_names=read_label_names(src),
                                          on_download=on_download)
     return PeftModel.from_pretrained(model, str(src))
 

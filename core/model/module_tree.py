@@ -146,9 +146,33 @@ class ModuleTree:
         }
 
 
+_GENERATIVE_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
 def infer_task(config: Any) -> str:
+    """The task `model.task: auto` means for a config: the one place this rule lives.
+
+    A classification head is sequence-classification and a generative head (``*ForCausalLM``,
+    ``*LMHeadModel``, ``*ForConditionalGeneration``) causal-LM. Any other checkpoint (a bare
+    ``BertModel`` such as a sentence-transformers model, a masked-LM head) is judged by its
+    family: encoder families (those with a masked-LM model, or with a classifier but no causal
+    LM in transformers) default to sequence-classification, decoders to causal-LM.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
     archs = getattr(config, "architectures", None) or []
     if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "sequence-classification"
+    if any(a.endswith(_GENERATIVE_HEADS) for a in archs):
+        return "causal-lm"
+    model_type = getattr(config, "model_type", "")
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES or (
+            model_type in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+            and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
         return "sequence-classification"
     return "causal-lm"
 

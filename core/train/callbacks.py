@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from graftlab.core.config import RunConfig
 from graftlab.core.train.events import (
     Checkpoint,
-    Eval,
+    Message,
     Paused,
     Resumed,
+    Sample,
     Saving,
     Started,
     Step,
@@ -35,7 +36,6 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
     win). Attention is transformers 5's default, SDPA, which the session keeps.
     """
     t = cfg.training
-    eval_every = has_eval and t.eval_steps > 0
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps,
@@ -54,8 +54,9 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         logging_nan_inf_filter=False,  # a diverging run must show its NaN, not hide it
-        eval_strategy="steps" if eval_every else "no",
-        eval_steps=t.eval_steps if eval_every else None,
+        # Evaluation is graftlab.core.train.scoring's, run by SessionCallback (task metrics,
+        # one token-weighted loss over the split), so Trainer's own stays off.
+        eval_strategy="no",
         # Checkpoints are requested by SessionCallback (steps, minutes, stop) and written
         # atomically by graftlab.core.train.checkpoints; Trainer's own schedule and rotation stay
         # off.
@@ -101,6 +102,9 @@ class SessionCallback(TrainerCallback):
         self._last_checkpoint = 0.0
         self._norms_cost = 0.0
         self._norms_step = -1
+        self.samples_cost = 0.0
+        self.eval_cost = 0.0
+        self._samples_skipped = False
         self.diverged: str | None = None
 
     def active_seconds(self) -> float:
@@ -112,14 +116,12 @@ class SessionCallback(TrainerCallback):
         self._last_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         self.session.emit(dataclasses.replace(self.started, total_steps=state.max_steps,
                                               start_step=state.global_step))
+        self.session.base_eval()  # after Started: a view that clears on Started keeps it
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kwargs: Any) -> None:
         logs = logs or {}
         step = state.global_step
-        if "eval_loss" in logs:
-            self.session.emit(Eval(step, float(logs["eval_loss"])))
-            self.evaluated_at_end = step >= state.max_steps
         if "loss" not in logs:
             return
         loss = float(logs["loss"])
@@ -172,6 +174,38 @@ class SessionCallback(TrainerCallback):
         self._norms_step = step
         self.session.emit(UpdateNorms(step, sizes))
 
+    def _emit_samples(self, step: int) -> None:
+        """The sample prompts answered by the current adapter (greedy, capped length).
+
+        Skipped, with one message the first time, while their total cost would exceed
+        ``training.sample_max_share`` (5 % by default) of training time.
+        """
+        t = self.session.cfg.training
+        if not t.sample_every or not t.sample_prompts or step % t.sample_every:
+            return
+        if self.samples_cost > t.sample_max_share * self.active_seconds():
+            if not self._samples_skipped:
+                self._samples_skipped = True
+                self.session.emit(Message(
+                    f"samples skipped from step {step} on while they would take more than "
+                    f"{100 * t.sample_max_share:g}% of training time (raise "
+                    "training.sample_every or training.sample_max_share for more)", "warning"))
+            return
+        from graftlab.core.train.samples import sample_text
+
+        start = monotonic()
+        for prompt in t.sample_prompts:
+            text = sample_text(self.session.model, self.session.tokenizer, self.session.task,
+                               prompt, t.sample_max_new_tokens)
+            self.session.emit(Sample(step, prompt, text))
+        self.samples_cost += monotonic() - start
+
+    def evaluate_now(self, step: int) -> None:
+        """Score the adapted model on the eval split (an Eval event); the time is counted."""
+        start = monotonic()
+        self.session.evaluate(step)
+        self.eval_cost += monotonic() - start
+
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step
         if self.session.cfg.training.update_norms_every and step and step != self._norms_step:
@@ -181,7 +215,13 @@ class SessionCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         session = self.session
-        self._emit_update_norms(state.global_step)
+        step = state.global_step
+        self._emit_update_norms(step)
+        self._emit_samples(step)
+        every = session.cfg.training.eval_steps
+        if session.has_eval and every and step % every == 0 and not session.stop_requested:
+            self.evaluate_now(step)
+            self.evaluated_at_end = step >= state.max_steps
         if session.paused and not session.stop_requested:
             session.emit(Paused(state.global_step))
             t = monotonic()

@@ -60,9 +60,27 @@ class Step(Event):
 
 @dataclass
 class Eval(Event):
+    """Scores on the eval split. ``base`` marks the base model's scores (adapters disabled),
+    computed once before training; the rest are the adapted model's at ``step``.
+
+    Causal LM: ``eval_loss`` is the mean cross-entropy per trained token (labels != -100, as
+    training computes it) and ``perplexity`` is exp(eval_loss). Classification: ``eval_loss``
+    is the mean cross-entropy per example, plus accuracy, macro-F1, the class names, the true
+    count per class and the confusion matrix (rows: true class, columns: predicted).
+    """
+
     kind: ClassVar[str] = "eval"
     step: int
     eval_loss: float
+    base: bool = False
+    task: str | None = None
+    n: int | None = None
+    perplexity: float | None = None
+    accuracy: float | None = None
+    f1_macro: float | None = None
+    labels: list[str] | None = None
+    counts: list[int] | None = None
+    confusion: list[list[int]] | None = None
 
 
 @dataclass
@@ -72,6 +90,17 @@ class UpdateNorms(Event):
     kind: ClassVar[str] = "update_norms"
     step: int
     sizes: dict[str, float]
+
+
+@dataclass
+class Sample(Event):
+    """What the adapter makes of one of ``training.sample_prompts`` at ``step``: the greedy
+    continuation only (special tokens skipped), or a classifier's predicted label."""
+
+    kind: ClassVar[str] = "sample"
+    step: int
+    prompt: str
+    text: str
 
 
 @dataclass
@@ -142,8 +171,8 @@ class Failed(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (Started, Step, Eval, UpdateNorms, Checkpoint, Paused, Resumed, Message, Download,
-                Saving, Finished, Failed)
+    for cls in (Started, Step, Eval, Sample, UpdateNorms, Checkpoint, Paused, Resumed, Message,
+                Download, Saving, Finished, Failed)
 }
 
 Sink = Callable[[Event], None]

@@ -28,6 +28,7 @@ from graftlab.core.train.checkpoints import CheckpointInfo
 from graftlab.core.train.device import pick_device_and_precision
 from graftlab.core.train.events import (
     Download,
+    Eval,
     Event,
     Failed,
     Finished,
@@ -92,6 +93,41 @@ class TrainingSession(RunControl):
         self.run_dir = Path(cfg.training.output_dir)
         self._jsonl: JsonlSink | None = None
         self._early: list[Event] = []
+        self.tokenizer: Any = None
+        self.task = "causal-lm"
+        self._eval_data: Any = None
+        self._eval_collator: Any = None
+        self.costs: dict[str, float] = {}
+        """Seconds spent on extras, for the record: base_eval, eval, samples, and train (all
+        active training time, extras included)."""
+
+    @property
+    def has_eval(self) -> bool:
+        return self._eval_data is not None
+
+    def evaluate(self, step: int, base: bool = False) -> None:
+        """Score the model on the eval split and emit an Eval event (``base``: adapters off)."""
+        from graftlab.core.train.scoring import evaluate
+
+        scores = evaluate(self.model, self._eval_data, self._eval_collator, self.task,
+                          self.cfg.training.batch_size, base=base)
+        self.emit(Eval(step, base=base, **scores.event_fields()))
+
+    def base_eval(self) -> None:
+        """The base model's scores, once, as training begins (the callback calls this right
+        after Started). Not again on resume: the run's metrics.jsonl already has them."""
+        from time import monotonic
+
+        from graftlab.core.train.scoring import base_eval_wanted
+
+        mode = self.cfg.training.base_eval
+        if self.resume or not self.has_eval or not base_eval_wanted(mode, len(self._eval_data)):
+            return
+        start = monotonic()
+        self.evaluate(0, base=True)
+        self.costs["base_eval"] = monotonic() - start
+        self.emit(Message(f"base model scored on {len(self._eval_data)} eval examples in "
+                          f"{self.costs['base_eval']:.1f} s"))
 
     def _module_tree(self) -> ModuleTree:
         """The module tree for planning: from config.json alone for Llama-family models (no
@@ -228,6 +264,7 @@ class TrainingSession(RunControl):
             self.emit(Message(n, "warning"))
         source = resolve_source(cfg.model.source, cfg.model.trust_remote_code)
         tokenizer = load_tokenizer(source)
+        self.tokenizer, self.task = tokenizer, task
         data = prepare(cfg.data, tokenizer, task, cfg.training.seed)
         self.emit(Message(f"data: {len(data.train)} training examples ({data.format}), "
                           f"{data.num_dropped} dropped, {data.num_truncated} truncated"
@@ -252,6 +289,14 @@ class TrainingSession(RunControl):
         self.model = get_peft_model(model, plan.lora_config())
         self._check_stop()
         self._open_run_dir(task, checkpoint)
+        if task == "sequence-classification" and cfg.training.sample_every and \
+                cfg.training.sample_prompts:
+            self.emit(Message("samples of a classifier are its predicted label for each "
+                              "sample prompt"))
+        if data.eval is not None:
+            from graftlab.core.data.dataset import make_collator
+
+            self._eval_data, self._eval_collator = data.eval, make_collator(tokenizer, task)
         args = training_arguments(cfg, self.run_dir, device, precision,
                                   has_eval=data.eval is not None)
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
@@ -272,10 +317,12 @@ class TrainingSession(RunControl):
         if diverged:
             raise UserError(diverged + ".", field="training.learning_rate")
         stopped = self.stop_requested
+        step = trainer.state.global_step
         if data.eval is not None and not callback.evaluated_at_end and (
                 not stopped or cfg.training.eval_on_stop):
-            trainer.evaluate()
-        step = trainer.state.global_step
+            callback.evaluate_now(step)
+        self.costs.update(eval=callback.eval_cost, samples=callback.samples_cost,
+                          train=callback.active_seconds())
         adapter_dir: Path | None = None
         if not stopped or self.save_on_stop:
             adapter_dir = self.run_dir / "adapter"
