@@ -36,8 +36,10 @@ from graftlab.core.train.events import (
     Saving,
     Sink,
     Started,
+    Step,
 )
 from graftlab.core.train.lifecycle import RunControl
+from graftlab.core.train.live import LivePresence
 
 
 def download_reporter(emit: Sink,
@@ -92,6 +94,17 @@ class TrainingSession(RunControl):
         self.run_dir = Path(cfg.training.output_dir)
         self._jsonl: JsonlSink | None = None
         self._early: list[Event] = []
+        self.live: LivePresence | None = None  # the lock, live.json and control.json
+
+    def _go_live(self) -> None:
+        """Hold the run folder's lock and obey its control file from now until the end."""
+        if self.live is None:
+            self.live = LivePresence(self.run_dir, self)
+            try:
+                self.live.open()
+            except BaseException:
+                self.live = None
+                raise
 
     def _module_tree(self) -> ModuleTree:
         """The module tree for planning: from config.json alone for Llama-family models (no
@@ -128,6 +141,11 @@ class TrainingSession(RunControl):
 
     def emit(self, event: Event) -> None:
         self.lifecycle.apply(event)  # Started, Paused, Finished and Failed move the phase
+        if self.live is not None and isinstance(event, Step | Failed):
+            if isinstance(event, Step):
+                self.live.step = event.step
+            else:
+                self.live.error = event.message
         if self._jsonl is None:  # the run folder does not exist yet: replay these into it
             self._early.append(event)
         for sink in self.sinks:
@@ -143,6 +161,7 @@ class TrainingSession(RunControl):
             truncate_metrics(self.run_dir / "metrics.jsonl", checkpoint.step)
         else:
             self.run_dir = prepare_run_dir(self.cfg.training.output_dir)
+            self._go_live()
             write_resolved_run(self.run_dir, self.cfg, self.plan, task)
         self._jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
         for event in self._early:
@@ -185,6 +204,7 @@ class TrainingSession(RunControl):
             if self.resume:  # fail fast on a folder that cannot be resumed
                 self.run_dir = Path(cfg.training.output_dir)
                 checkpoint = latest_checkpoint(self.run_dir)
+                self._go_live()  # refuses a folder another process still trains in
             tree = self._module_tree()
             self.plan = plan_adapter(tree, cfg.adapter)
             for w in self.plan.warnings:
@@ -194,6 +214,8 @@ class TrainingSession(RunControl):
                           cfg.model.allow_pickle_weights)
             if checkpoint is None:
                 check_run_dir(cfg.training.output_dir)  # fail before loading anything
+                if self.run_dir.is_dir():  # made beforehand (a detached run's log is there)
+                    self._go_live()
             self._check_stop()
             return self._train(tree.task, checkpoint)
         except RunStopped:
@@ -210,6 +232,8 @@ class TrainingSession(RunControl):
                 self._jsonl.close()
                 self.sinks.remove(self._jsonl)
                 self._jsonl = None
+            if self.live is not None:
+                self.live.close()
 
     def _train(self, task: str, checkpoint: CheckpointInfo | None) -> RunResult:
         import torch
