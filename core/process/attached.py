@@ -28,7 +28,7 @@ from graftlab.core.config import RunConfig
 from graftlab.core.errors import UserError
 from graftlab.core.train.events import Event, Saving, Sink, event_from_dict
 from graftlab.core.train.lifecycle import RunControl
-from graftlab.core.train.live import is_live, run_status, send_control
+from graftlab.core.train.live import is_live, read_live, run_status, send_control
 
 POLL_S = 0.1
 
@@ -115,7 +115,7 @@ class AttachedSession(RunControl):
             raise UserError(f"the run in {self.run_dir} is not running any more (it is "
                             f"{status.state}); open its folder to see its results.")
         metrics = self.run_dir / "metrics.jsonl"
-        offset, partial = 0, b""
+        offset, partial = self._first_offset(), b""
         finished: dict[str, Any] | None = None
         failed: dict[str, Any] | None = None
         while True:
@@ -169,6 +169,20 @@ class AttachedSession(RunControl):
                         f"the run in {self.run_dir} ended without a final event (its process "
                         f"was killed); its last checkpoint can be continued with Run > Resume "
                         f"run. Its output is in {self.run_dir / 'train.log'}.")
+
+    def _first_offset(self) -> int:
+        """Where to start reading: the beginning (the plots are rebuilt from the whole history),
+        except for a resume started here, whose history up to its checkpoint the window already
+        shows: then where the new process began appending, after it truncated the file."""
+        if not self.resume or self.attach or self._proc is None:
+            return 0
+        while self._proc.poll() is None and not self._leave.is_set():
+            live = read_live(self.run_dir)
+            if live.get("pid") == self._proc.pid and live.get("metrics_offset") is not None:
+                return int(live["metrics_offset"])
+            time.sleep(POLL_S)
+        return (self.run_dir / "metrics.jsonl").stat().st_size \
+            if (self.run_dir / "metrics.jsonl").exists() else 0
 
     @staticmethod
     def _decode(line: bytes) -> Event | None:

@@ -8,8 +8,9 @@ While a training process runs, it keeps three small files in its run folder:
     even when a stale pid was reused by another program. It also keeps two processes from
     training into one folder at once (a double ``--resume``).
 ``live.json``
-    ``{"pid", "uid", "host", "phase", "step", "updated_at"}``, rewritten (atomically) on every
-    phase change.
+    ``{"pid", "uid", "host", "phase", "step", "error", "metrics_offset", "updated_at"}``,
+    rewritten (atomically) on every phase change; ``metrics_offset`` is the size metrics.jsonl
+    had when this process began appending to it (after a resume's truncation).
 ``control.json``
     written by ``graftlab pause|continue|stop DIR`` (or the window): ``{"seq", "cmd", "save"}``.
     The training process polls it a few times a second (also while paused) and acts on each new
@@ -91,6 +92,7 @@ class LivePresence:
         self.control = control
         self.step = 0
         self.error: str | None = None  # a failed run's sentence
+        self.metrics_offset: int | None = None  # where this process's metrics.jsonl lines begin
         self._fd: int | None = None
         self._seq = 0
         self._stop = threading.Event()
@@ -135,7 +137,7 @@ class LivePresence:
             atomic_write_text(self.run_dir / LIVE_NAME, json.dumps({
                 "pid": os.getpid(), "uid": os.getuid(), "host": socket.gethostname(),
                 "phase": str(self.control.phase), "step": self.step, "error": self.error,
-                "updated_at": time.time()}))
+                "metrics_offset": self.metrics_offset, "updated_at": time.time()}))
 
     def _poll(self) -> None:
         path = self.run_dir / CONTROL_NAME
@@ -177,6 +179,11 @@ class LivePresence:
             with contextlib.suppress(OSError):
                 os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+
+def read_live(run_dir: str | Path) -> dict[str, Any]:
+    """live.json as a dict ({} when missing or torn)."""
+    return _read_json(Path(run_dir) / LIVE_NAME) or {}
 
 
 def mark_starting(run_dir: Path, pid: int) -> None:

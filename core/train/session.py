@@ -163,7 +163,11 @@ class TrainingSession(RunControl):
             self.run_dir = prepare_run_dir(self.cfg.training.output_dir)
             self._go_live()
             write_resolved_run(self.run_dir, self.cfg, self.plan, task)
-        self._jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.live is not None:  # where this process's lines begin, for attached readers
+            self.live.metrics_offset = metrics.stat().st_size if metrics.exists() else 0
+            self.live.write()
+        self._jsonl = JsonlSink(metrics)
         for event in self._early:
             self._jsonl(event)
         self._early.clear()

@@ -3,6 +3,7 @@ and `graftlab train --detach` with `status`, `pause`, `continue`, `stop` and `--
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -117,6 +118,23 @@ def test_status_refuses_a_folder_without_a_run(tmp_path):
         run_status(tmp_path)
 
 
+@pytest.fixture
+def no_orphans(tmp_path):
+    """A failing test never leaves a detached run training: kill what is live under tmp_path."""
+    yield
+    import os
+    import signal
+
+    from graftlab.core.process.attached import live_runs
+    from graftlab.core.train.live import read_live
+
+    for run in live_runs([tmp_path], depth=3):
+        pid = read_live(run).get("pid")
+        if isinstance(pid, int):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
 # ---- the command line, end to end -------------------------------------------------------------
 def graftlab(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "graftlab.core.cli", *args],
@@ -148,7 +166,7 @@ def _stepped_since_resume(run_dir):
 
 
 @pytest.mark.slow
-def test_detach_status_pause_continue_stop_kill_resume(tmp_path, tiny_models):
+def test_detach_status_pause_continue_stop_kill_resume(tmp_path, tiny_models, no_orphans):
     run = {"model": {"source": str(tiny_models["llama"]), "task": "causal-lm"},
            "adapter": {"rank": 4, "alpha": 8, "targets": ["model.layers.*.self_attn.q_proj"]},
            "data": {"path": "demo:stories", "format": "text", "max_length": 32},
