@@ -7,6 +7,7 @@ then are weights loaded. Every step emits plain events to the sinks (GUI, CLI, m
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,8 +98,9 @@ class TrainingSession(RunControl):
         self.live: LivePresence | None = None  # the lock, live.json and control.json
 
     def _go_live(self) -> None:
-        """Hold the run folder's lock and obey its control file from now until the end."""
-        if self.live is None:
+        """Hold the run folder's lock and obey its control file from now until the end (only
+        the first process of a torchrun job: the others follow it)."""
+        if self.live is None and os.environ.get("RANK", "0") == "0":
             self.live = LivePresence(self.run_dir, self)
             try:
                 self.live.open()
