@@ -186,23 +186,40 @@ def _config_dict(source: Any) -> Any:
         return None
 
 
+def assemble_plan(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan,
+                  accel: Accelerator | None, summary: DataSummary | None = None,
+                  model_config: Any = None) -> RunPlan:
+    """The plan from pieces already at hand (the window has the tree and the adapter plan)."""
+    from graftlab.core.adapter.compat import check_plan
+    from graftlab.core.train.device import pick_device_and_precision
+
+    findings = check_plan(plan, tree.model_type, tree.tie_word_embeddings)
+    device, precision, _notes = pick_device_and_precision(cfg, accel)
+    config = model_config or {}
+    attn = config.get("attn_implementation") or config.get("_attn_implementation")
+    packing = resolve_packing(cfg, tree, summary.lengths if summary else None, device, attn)
+    if summary is None and packing.mode == "off" and cfg.training.packing == "auto" \
+            and tree.task == "causal-lm":
+        packing = PackingDecision("off", "packing: auto decides from the data's lengths when "
+                                  "training starts (no data read here)")
+    est = memory_for(cfg, tree, plan, device, accel, summary.longest if summary else None,
+                     model_config)
+    return RunPlan(tree, plan, est, findings, packing, summary, device, precision,
+                   fit_sentence(est, cfg))
+
+
 def make_plan(cfg: RunConfig, accel: Accelerator | None = None,
               with_data: bool = True) -> RunPlan:
     """The whole pre-flight of `cfg` without loading a weight (UserError on bad input, with the
     sentences `graftlab train` gives)."""
-    from graftlab.core.adapter.compat import check_plan
     from graftlab.core.adapter.plan import plan_adapter
     from graftlab.core.model.loading import load_tokenizer
     from graftlab.core.model.sources import resolve_source
-    from graftlab.core.train.device import pick_device_and_precision
     from graftlab.core.train.session import module_tree_for
 
     tree = module_tree_for(cfg)
     plan = plan_adapter(tree, cfg.adapter)
-    findings = check_plan(plan, tree.model_type, tree.tie_word_embeddings)
-    device, precision, _notes = pick_device_and_precision(cfg, accel)
     source = resolve_source(cfg.model.source, cfg.model.trust_remote_code)
-    config = _config_dict(source)
     summary = None
     bare_config = source.path is not None and Path(source.path).is_file()
     if with_data and cfg.data.path and not bare_config:
@@ -210,17 +227,7 @@ def make_plan(cfg: RunConfig, accel: Accelerator | None = None,
 
         tokenizer = load_tokenizer(source)
         summary = data_summary(prepare(cfg.data, tokenizer, tree.task, cfg.training.seed))
-    attn = (config or {}).get("attn_implementation") or (config or {}).get(
-        "_attn_implementation")
-    packing = resolve_packing(cfg, tree, summary.lengths if summary else None, device, attn)
-    if summary is None and packing.mode == "off" and cfg.training.packing == "auto" \
-            and tree.task == "causal-lm":
-        packing = PackingDecision("off", "packing: auto decides from the data's lengths when "
-                                  "training starts (no data read here)")
-    est = memory_for(cfg, tree, plan, device, accel, summary.longest if summary else None,
-                     config)
-    return RunPlan(tree, plan, est, findings, packing, summary, device, precision,
-                   fit_sentence(est, cfg))
+    return assemble_plan(cfg, tree, plan, accel, summary, _config_dict(source))
 
 
 # ---- `graftlab plan` -------------------------------------------------------------------------
