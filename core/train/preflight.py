@@ -11,6 +11,7 @@ and the run cannot disagree. No weight file is opened: the module tree comes fro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -134,12 +135,19 @@ def resolve_packing(cfg: RunConfig, tree: ModuleTree, lengths: list[int] | None,
 
 
 def memory_for(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan, device: str,
-               accel: Accelerator | None, longest: int | None,
+               accel: Accelerator | None, summary: DataSummary | None = None,
+               packing: PackingDecision | None = None,
                model_config: Any = None) -> MemoryEstimate:
-    """The memory estimate for the run's worst batch (every example as long as the longest, or
-    `data.max_length` when the data is not known)."""
-    length = min(longest, cfg.data.max_length) if longest else cfg.data.max_length
-    est = estimate_memory(tree, plan, cfg.training, max(length, 1), device,
+    """The memory estimate for the run's worst batch: padded, every example as long as the
+    longest (`data.max_length` when the data is not known); packed, one row holding the
+    batch-size longest examples."""
+    training = cfg.training
+    length = min(summary.longest, cfg.data.max_length) if summary and summary.longest \
+        else cfg.data.max_length
+    if packing is not None and packing.mode == "on" and summary and summary.lengths:
+        worst = sum(sorted(summary.lengths)[-training.batch_size:])
+        training, length = dataclasses.replace(training, batch_size=1), worst
+    est = estimate_memory(tree, plan, training, max(length, 1), device,
                           model_config=model_config, accel=accel)
     override = os.environ.get(FREE_MEMORY_ENV)
     if override:
@@ -147,6 +155,12 @@ def memory_for(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan, device: str,
         est.verdict = ("fits" if est.total < 0.8 * est.device_free else "tight"
                        if est.total < est.device_free else "will not fit")
     return est
+
+
+def attn_implementation(model_config: Any) -> str | None:
+    """The attention implementation config.json asks for (None: transformers' default, sdpa)."""
+    config = model_config or {}
+    return config.get("attn_implementation") or config.get("_attn_implementation")
 
 
 def fit_sentence(est: MemoryEstimate, cfg: RunConfig) -> str | None:
@@ -175,7 +189,7 @@ def fit_sentence(est: MemoryEstimate, cfg: RunConfig) -> str | None:
             f"({size / gb:.1f} GB){hint}.")
 
 
-def _config_dict(source: Any) -> Any:
+def config_dict(source: Any) -> Any:
     path = Path(source.path) if getattr(source, "path", None) else None
     if path is None:
         return None
@@ -195,15 +209,13 @@ def assemble_plan(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan,
 
     findings = check_plan(plan, tree.model_type, tree.tie_word_embeddings)
     device, precision, _notes = pick_device_and_precision(cfg, accel)
-    config = model_config or {}
-    attn = config.get("attn_implementation") or config.get("_attn_implementation")
-    packing = resolve_packing(cfg, tree, summary.lengths if summary else None, device, attn)
+    packing = resolve_packing(cfg, tree, summary.lengths if summary else None, device,
+                              attn_implementation(model_config))
     if summary is None and packing.mode == "off" and cfg.training.packing == "auto" \
             and tree.task == "causal-lm":
         packing = PackingDecision("off", "packing: auto decides from the data's lengths when "
                                   "training starts (no data read here)")
-    est = memory_for(cfg, tree, plan, device, accel, summary.longest if summary else None,
-                     model_config)
+    est = memory_for(cfg, tree, plan, device, accel, summary, packing, model_config)
     return RunPlan(tree, plan, est, findings, packing, summary, device, precision,
                    fit_sentence(est, cfg))
 
@@ -227,7 +239,7 @@ def make_plan(cfg: RunConfig, accel: Accelerator | None = None,
 
         tokenizer = load_tokenizer(source)
         summary = data_summary(prepare(cfg.data, tokenizer, tree.task, cfg.training.seed))
-    return assemble_plan(cfg, tree, plan, accel, summary, _config_dict(source))
+    return assemble_plan(cfg, tree, plan, accel, summary, config_dict(source))
 
 
 # ---- `graftlab plan` -------------------------------------------------------------------------

@@ -250,6 +250,8 @@ class TrainingSession(RunControl):
         from graftlab.core.train.callbacks import SessionCallback, training_arguments
         from graftlab.core.train.checkpoints import make_trainer_class
         from graftlab.core.train.preflight import (
+            attn_implementation,
+            config_dict,
             data_summary,
             fit_sentence,
             memory_for,
@@ -271,8 +273,11 @@ class TrainingSession(RunControl):
                           + (f", {len(data.eval)} held out" if data.eval is not None else "")))
         summary = data_summary(data)
         assert self.tree is not None
-        fits = fit_sentence(memory_for(cfg, self.tree, plan, device, None, summary.longest),
-                            cfg)
+        model_config = config_dict(source)
+        decision = resolve_packing(cfg, self.tree, summary.lengths, device,
+                                   attn_implementation(model_config))
+        fits = fit_sentence(memory_for(cfg, self.tree, plan, device, None, summary, decision,
+                                       model_config), cfg)
         if fits:  # the same sentence as `graftlab plan`; the run still goes ahead
             self.emit(Message(fits, "warning"))
         self._check_stop()
@@ -300,8 +305,6 @@ class TrainingSession(RunControl):
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
                           device, precision, len(data.train))
         callback = SessionCallback(self, started)
-        decision = resolve_packing(cfg, self.tree, summary.lengths, device,
-                                   getattr(model.config, "_attn_implementation", None))
         collator, packing_note = choose_collator(self.model, tokenizer, task, decision)
         if packing_note:
             self.emit(Message(packing_note))
