@@ -14,8 +14,8 @@ SiLU/GELU and the gated product save theirs, SDPA saves q, k, v and its output (
 flash kernels keep no s×s scores; with attention dropout the math kernel keeps probabilities
 and a mask, b·heads·s² each). The causal-LM loss holds three fp32 b·s·vocab tensors at the start
 of backward: the log-softmax output, its gradient and the logits' gradient (the logits
-themselves are freed when the Trainer drops the model's outputs before calling backward). Gradient checkpointing keeps
-one b·s·hidden input per layer plus one layer being recomputed.
+themselves are freed when the Trainer drops the model's outputs before calling backward).
+Gradient checkpointing keeps one b·s·hidden input per layer plus one layer being recomputed.
 
 Calibration (tests/bench/bench_memory_estimate.py, peak RSS on CPU, torch 2.13, Llama-style
 models hidden 512–768, vocab 16k–32k): peak RSS exceeds the tensor sum by a roughly constant
