@@ -258,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from graftlab.core.process.oneshot import oneshot_main
 
         return oneshot_main()
+    if argv[:1] == ["_try"]:  # hidden: the Try tab's model process (frozen builds)
+        from graftlab.core.process.try_child import try_main
+
+        return try_main()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
