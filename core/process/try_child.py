@@ -269,12 +269,11 @@ def try_main() -> int:
     os.dup2(2, 1)  # library prints go to stderr, never into the protocol stream
     out = os.fdopen(out_fd, "w", encoding="utf-8", buffering=1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the window's Ctrl+C is not ours
-    from graftlab.core.model.loading import quiet_libraries
-
     import graftlab.core.adapter.playground  # noqa: F401
     import peft  # noqa: F401 - warm up what every request needs
     import torch  # noqa: F401
     import transformers  # noqa: F401
+    from graftlab.core.model.loading import quiet_libraries
 
     quiet_libraries()
     server = _Server(out)
