@@ -15,6 +15,7 @@ from graftlab.core.process.try_child import _Server
 from PySide6.QtCore import Qt
 from try_models import PROMPT, make_adapter, plain_ids
 
+pytest_plugins = ["gui_helpers"]  # fixtures: make_window
 WAIT_MS = 120_000
 
 
@@ -158,6 +159,31 @@ def test_try_tab_classifier_bars(qtbot, tiny_models, tmp_path):
     assert list(bars.values()) == pytest.approx(want, abs=1e-3)
     assert list(panel.columns[1].bars.values()) == ["negative", "positive"]
     panel.shutdown()
+
+
+def test_ctrl_enter_in_the_try_tab_generates_instead_of_training(qtbot, make_window,
+                                                                   monkeypatch):
+    window = make_window()
+    window.show()
+    window.activateWindow()  # window shortcuts (Start training: Ctrl+Enter) act only then
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
+    window.tabs.setCurrentWidget(window.try_panel)
+    started, generated = [], []
+    monkeypatch.setattr(window.commands, "start_training", lambda: started.append(1))
+    monkeypatch.setattr(window.try_panel.client, "generate", lambda *a: generated.append(a))
+    window.try_panel.info = {"task": "causal-lm", "chat_template": False, "adapters": {},
+                             "base": "x", "labels": [], "load_s": 0.0}
+    window.try_panel.prompt_edit.setPlainText("hello")
+    window.try_panel.prompt_edit.setFocus()
+    ctrl_enter(qtbot, window.try_panel)
+    qtbot.keyClick(window.try_panel.generate_button, Qt.Key.Key_Return,
+                   Qt.KeyboardModifier.ControlModifier)
+    assert len(generated) == 2 and not started
+    assert window.try_panel.prompt_edit.toPlainText() == "hello"
+    window.layer_tree.filter_edit.setFocus()  # outside the Try tab it still starts training
+    qtbot.keyClick(window.layer_tree.filter_edit, Qt.Key.Key_Return,
+                   Qt.KeyboardModifier.ControlModifier)
+    assert started == [1]
 
 
 @pytest.mark.slow
