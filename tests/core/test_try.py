@@ -213,3 +213,18 @@ def test_try_process_matches_in_process_and_stops(llama_adapters):
     finally:
         proc.close()
     assert not proc.is_alive()
+
+
+def test_out_of_memory_is_one_sentence():
+    import torch
+    from graftlab.core.adapter.playground import memory_errors
+
+    for exc in (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                             "allocate memory: you tried to allocate 8589934592 bytes")):
+        with pytest.raises(UserError, match="out of memory while generating") as err, \
+                memory_errors("generating"):
+            raise exc
+        assert "\n" not in err.value.message
+    with pytest.raises(RuntimeError, match="other"), memory_errors("generating"):
+        raise RuntimeError("other")
