@@ -223,6 +223,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 COMMAND_MODULES: tuple[str, ...] = (
     "graftlab.core.live_commands",
     "graftlab.core.train.preflight",
+    "graftlab.core.generate",
 )
 
 
@@ -285,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from graftlab.core.process.oneshot import oneshot_main
 
         return oneshot_main()
+    if argv[:1] == ["_try"]:  # hidden: the Try tab's model process (frozen builds)
+        from graftlab.core.process.try_child import try_main
+
+        return try_main()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -27,6 +27,7 @@ from graftlab.app.panels.log_view import LogView
 from graftlab.app.panels.memory_panel import MemoryInputs, MemoryPanel
 from graftlab.app.panels.model_panel import ModelPanel
 from graftlab.app.panels.training_panel import TrainingPanel
+from graftlab.app.panels.try_panel import TryPanel
 from graftlab.app.plots.metric_plots import MetricPlots
 from graftlab.app.run.background import BackgroundJobs
 from graftlab.app.run.run_controller import RunController
@@ -163,6 +164,8 @@ class MainWindow(QMainWindow):
         self.tree_error = ErrorLabel()
         self.heatmap_panel = HeatmapPanel()
         self.memory_panel = MemoryPanel()
+        self.try_panel = TryPanel(self.model_panel.values,
+                                  lambda: self.training_panel.values().output_dir)
 
     def _build_layout(self) -> None:
         model_box = QGroupBox("Model")
@@ -193,6 +196,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.training_panel, "Training")
         self.tabs.addTab(monitor, "Monitor")
         self.tabs.addTab(self.heatmap_panel, "Heatmap")
+        self.tabs.addTab(self.try_panel, "Try")
         self.training_panel.add_preflight(self.memory_panel)
 
         self.main_split = QSplitter(Qt.Orientation.Horizontal)
@@ -479,6 +483,7 @@ class MainWindow(QMainWindow):
         self.closer.finish()
         self._save_session()
         self.controller.shutdown(30_000)  # the run and any export are over: returns at once
+        self.try_panel.shutdown()  # ends the Try process (it holds the base model)
         if dialog is not None:
             dialog.done(0)
         self.jobs.wait(30_000)  # a structure build in flight finishes; results are dropped
