@@ -258,17 +258,3 @@ def decide_packing(mode: str, task: str, lengths: list[int] | None, batch_size: 
     effect = f"save only {saved:.0%}" if saved > 0 else f"add {-saved:.0%}"
     return PackingDecision("off", f"packing: auto chose off, padded batches cost less "
                            f"(packing would {effect} of the work; {kernel})", padded, packed)
-
-
-def cost_coefficients(tree: Any) -> tuple[float, float]:
-    """(linear FLOPs per token, attention FLOPs per query-key pair) of a forward pass, from the
-    module tree's shapes: 2 per weight of every layer's Linear/Conv1D and of the LM head, and
-    4·hidden per pair per layer (scores and the weighted sum)."""
-    from graftlab.core.train.memory_estimate import model_dims
-
-    dims = model_dims(tree)
-    from graftlab.core.model.module_tree import LINEAR_CLASSES
-
-    weights = sum((m.in_features or 0) * (m.out_features or 0) for m in tree.modules.values()
-                  if m.cls in LINEAR_CLASSES)
-    return 2.0 * weights, 4.0 * dims.hidden * max(dims.layers, 1)

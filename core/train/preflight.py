@@ -20,10 +20,10 @@ from typing import Any
 
 from graftlab.core.adapter.plan import AdapterPlan
 from graftlab.core.config import RunConfig
-from graftlab.core.data.packing import PackingDecision, cost_coefficients, decide_packing
+from graftlab.core.data.packing import PackingDecision, decide_packing
 from graftlab.core.model.module_tree import ModuleTree
 from graftlab.core.train.device import Accelerator
-from graftlab.core.train.memory_estimate import MemoryEstimate, estimate_memory
+from graftlab.core.train.memory_estimate import MemoryEstimate, estimate_memory, model_dims
 
 FREE_MEMORY_ENV = "GRAFTLAB_FREE_MEMORY"  # bytes; overrides the device's free memory (tests)
 _LENGTH_SAMPLE = 20_000
@@ -124,6 +124,18 @@ def data_summary(data: Any) -> DataSummary:
         if n else []
     tokens = sum(lengths) if n <= _LENGTH_SAMPLE else int(sum(lengths) * n / len(lengths))
     return DataSummary(n, tokens, int(data.num_truncated), max(lengths, default=0), lengths)
+
+
+def cost_coefficients(tree: Any) -> tuple[float, float]:
+    """(linear FLOPs per token, attention FLOPs per query-key pair) of a forward pass, from the
+    module tree's shapes: 2 per weight of every layer's Linear/Conv1D and of the LM head, and
+    4·hidden per pair per layer (scores and the weighted sum)."""
+    dims = model_dims(tree)
+    from graftlab.core.model.module_tree import LINEAR_CLASSES
+
+    weights = sum((m.in_features or 0) * (m.out_features or 0) for m in tree.modules.values()
+                  if m.cls in LINEAR_CLASSES)
+    return 2.0 * weights, 4.0 * dims.hidden * max(dims.layers, 1)
 
 
 def resolve_packing(cfg: RunConfig, tree: ModuleTree, lengths: list[int] | None, device: str,
