@@ -7,6 +7,7 @@ then are weights loaded. Every step emits plain events to the sinks (GUI, CLI, m
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,8 +38,10 @@ from graftlab.core.train.events import (
     Saving,
     Sink,
     Started,
+    Step,
 )
 from graftlab.core.train.lifecycle import RunControl
+from graftlab.core.train.live import LivePresence
 
 
 def download_reporter(emit: Sink,
@@ -59,6 +62,16 @@ def download_reporter(emit: Sink,
 
 RUNTIME_NAMES = {"vllm": "vLLM", "llama.cpp": "llama.cpp", "peft": "PEFT",
                  "size": "adapter size"}
+
+
+def module_tree_for(cfg: RunConfig) -> ModuleTree:
+    """The module tree for planning: from config.json alone for Llama-family models (no
+    meta-device skeleton to build), else from the skeleton. Opens no weight file."""
+    from graftlab.core.model.shape_tree import quick_tree
+
+    m = cfg.model
+    quick = quick_tree(m.source, m.task, m.trust_remote_code) if m.num_labels is None else None
+    return quick or build_tree(m.source, m.task, m.trust_remote_code, m.num_labels)
 
 
 @dataclass
@@ -100,6 +113,8 @@ class TrainingSession(RunControl):
         self.costs: dict[str, float] = {}
         """Seconds spent on extras, for the record: base_eval, eval, samples, and train (all
         active training time, extras included)."""
+        self.live: LivePresence | None = None  # the lock, live.json and control.json
+        self.tree: ModuleTree | None = None
 
     @property
     def has_eval(self) -> bool:
@@ -129,15 +144,16 @@ class TrainingSession(RunControl):
         self.emit(Message(f"base model scored on {len(self._eval_data)} eval examples in "
                           f"{self.costs['base_eval']:.1f} s"))
 
-    def _module_tree(self) -> ModuleTree:
-        """The module tree for planning: from config.json alone for Llama-family models (no
-        meta-device skeleton to build), else from the skeleton."""
-        from graftlab.core.model.shape_tree import quick_tree
-
-        m = self.cfg.model
-        quick = quick_tree(m.source, m.task, m.trust_remote_code) if m.num_labels is None \
-            else None
-        return quick or build_tree(m.source, m.task, m.trust_remote_code, m.num_labels)
+    def _go_live(self) -> None:
+        """Hold the run folder's lock and obey its control file from now until the end (only
+        the first process of a torchrun job: the others follow it)."""
+        if self.live is None and os.environ.get("RANK", "0") == "0":
+            self.live = LivePresence(self.run_dir, self)
+            try:
+                self.live.open()
+            except BaseException:
+                self.live = None
+                raise
 
     def snapshot_adapter(self, out_dir: str | Path, overwrite: bool = False,
                          timeout_s: float = 60.0) -> list[tuple[Path, int]]:
@@ -164,6 +180,11 @@ class TrainingSession(RunControl):
 
     def emit(self, event: Event) -> None:
         self.lifecycle.apply(event)  # Started, Paused, Finished and Failed move the phase
+        if self.live is not None and isinstance(event, Step | Failed):
+            if isinstance(event, Step):
+                self.live.step = event.step
+            else:
+                self.live.error = event.message
         if self._jsonl is None:  # the run folder does not exist yet: replay these into it
             self._early.append(event)
         for sink in self.sinks:
@@ -179,8 +200,13 @@ class TrainingSession(RunControl):
             truncate_metrics(self.run_dir / "metrics.jsonl", checkpoint.step)
         else:
             self.run_dir = prepare_run_dir(self.cfg.training.output_dir)
+            self._go_live()
             write_resolved_run(self.run_dir, self.cfg, self.plan, task)
-        self._jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.live is not None:  # where this process's lines begin, for attached readers
+            self.live.metrics_offset = metrics.stat().st_size if metrics.exists() else 0
+            self.live.write()
+        self._jsonl = JsonlSink(metrics)
         for event in self._early:
             self._jsonl(event)
         self._early.clear()
@@ -221,7 +247,8 @@ class TrainingSession(RunControl):
             if self.resume:  # fail fast on a folder that cannot be resumed
                 self.run_dir = Path(cfg.training.output_dir)
                 checkpoint = latest_checkpoint(self.run_dir)
-            tree = self._module_tree()
+                self._go_live()  # refuses a folder another process still trains in
+            tree = self.tree = module_tree_for(cfg)
             self.plan = plan_adapter(tree, cfg.adapter)
             for w in self.plan.warnings:
                 self.emit(Message(w, "warning"))
@@ -230,6 +257,8 @@ class TrainingSession(RunControl):
                           cfg.model.allow_pickle_weights)
             if checkpoint is None:
                 check_run_dir(cfg.training.output_dir)  # fail before loading anything
+                if self.run_dir.is_dir():  # made beforehand (a detached run's log is there)
+                    self._go_live()
             self._check_stop()
             return self._train(tree.task, checkpoint)
         except RunStopped:
@@ -246,6 +275,8 @@ class TrainingSession(RunControl):
                 self._jsonl.close()
                 self.sinks.remove(self._jsonl)
                 self._jsonl = None
+            if self.live is not None:
+                self.live.close()
 
     def _train(self, task: str, checkpoint: CheckpointInfo | None) -> RunResult:
         import torch
@@ -254,6 +285,14 @@ class TrainingSession(RunControl):
         from graftlab.core.data.packing import choose_collator
         from graftlab.core.train.callbacks import SessionCallback, training_arguments
         from graftlab.core.train.checkpoints import make_trainer_class
+        from graftlab.core.train.preflight import (
+            attn_implementation,
+            config_dict,
+            data_summary,
+            fit_sentence,
+            memory_for,
+            resolve_packing,
+        )
         from peft import get_peft_model
         from transformers import PrinterCallback
 
@@ -269,6 +308,15 @@ class TrainingSession(RunControl):
         self.emit(Message(f"data: {len(data.train)} training examples ({data.format}), "
                           f"{data.num_dropped} dropped, {data.num_truncated} truncated"
                           + (f", {len(data.eval)} held out" if data.eval is not None else "")))
+        summary = data_summary(data)
+        assert self.tree is not None
+        model_config = config_dict(source)
+        decision = resolve_packing(cfg, self.tree, summary.lengths, device,
+                                   attn_implementation(model_config))
+        fits = fit_sentence(memory_for(cfg, self.tree, plan, device, None, summary, decision,
+                                       model_config), cfg)
+        if fits:  # the same sentence as `graftlab plan`; the run still goes ahead
+            self.emit(Message(fits, "warning"))
         self._check_stop()
         # Seed before anything random is built: a new classification head is initialised
         # inside from_pretrained, and LoRA's A matrices inside get_peft_model.
@@ -302,8 +350,7 @@ class TrainingSession(RunControl):
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
                           device, precision, len(data.train))
         callback = SessionCallback(self, started)
-        collator, packing_note = choose_collator(self.model, tokenizer, task,
-                                                 cfg.training.packing)
+        collator, packing_note = choose_collator(self.model, tokenizer, task, decision)
         if packing_note:
             self.emit(Message(packing_note))
         trainer = make_trainer_class()(
