@@ -249,7 +249,7 @@ class MetricPlots(QWidget):
                 put("memory_mb", x, ev.memory_mb)
                 if ev.gpu_memory_mb is not None:
                     put("gpu_memory_mb", x, ev.gpu_memory_mb)
-            elif isinstance(ev, Eval):
+            elif isinstance(ev, Eval) and not ev.base:  # the base's: a line in EvalView
                 put("eval_loss", float(ev.step), ev.eval_loss)
             elif isinstance(ev, Started):
                 self._on_started(ev)

@@ -28,6 +28,7 @@ from graftlab.app.panels.memory_panel import MemoryInputs, MemoryPanel
 from graftlab.app.panels.model_panel import ModelPanel
 from graftlab.app.panels.training_panel import TrainingPanel
 from graftlab.app.panels.try_panel import TryPanel
+from graftlab.app.plots.eval_view import MonitorDetails
 from graftlab.app.plots.metric_plots import MetricPlots
 from graftlab.app.run.background import BackgroundJobs
 from graftlab.app.run.run_controller import RunController
@@ -106,6 +107,7 @@ class MainWindow(QMainWindow):
         self.commands = RunCommands(
             self, self.controller, self.form, plots=self.plots, log_view=self.log_view,
             pause_action=self.pause_action, stop_action=self.stop_action,
+            views=[self.details],
             idle_actions=[self.open_model_action, self.open_config_action,
                           self.open_cache_action, self.open_run_action, self.start_action,
                           self.resume_run_action],
@@ -185,9 +187,10 @@ class MainWindow(QMainWindow):
         monitor = QSplitter(Qt.Orientation.Vertical)
         monitor.setObjectName("monitorSplit")
         monitor.addWidget(self.plots)
-        monitor.addWidget(self.log_view)
-        monitor.setStretchFactor(0, 4)
-        monitor.setStretchFactor(1, 1)
+        self.details = MonitorDetails(self.log_view)  # log, evaluation, samples
+        monitor.addWidget(self.details)
+        monitor.setStretchFactor(0, 3)
+        monitor.setStretchFactor(1, 2)
         self.monitor_split = monitor
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -290,6 +293,7 @@ class MainWindow(QMainWindow):
             self._warm_monitor_when_quiet)
         self.controller.events.connect(self.plots.append_events)
         self.controller.events.connect(self.log_view.append_events)
+        self.controller.events.connect(self.details.append_events)
         self.controller.events.connect(self.heatmap_panel.append_events)
         self.controller.finished.connect(self._on_run_finished)
         # heatmap, memory estimate and compatibility follow the plan (after the recount above)

@@ -41,12 +41,14 @@ class RunCommands(QObject):
 
     def __init__(self, window: QWidget, controller: RunController, form: RunForm, *,
                  plots: MetricPlots, log_view: LogView, pause_action: QAction,
+                 views: Sequence[Any] = (),
                  stop_action: QAction, idle_actions: Sequence[QAction],
                  locked_while_running: Sequence[QWidget], show_status: Callable[..., None],
                  show_monitor: Callable[[], None]) -> None:
         super().__init__(window)
         self.host, self.controller, self.form = window, controller, form
         self.plots, self.log_view = plots, log_view
+        self.views = list(views)  # more history views (clear, load_history) beside the plots
         self.pause_action, self.stop_action = pause_action, stop_action
         self.idle_actions = list(idle_actions)
         self.locked_while_running = list(locked_while_running)
@@ -74,7 +76,7 @@ class RunCommands(QObject):
         from graftlab.core.model.loading import check_weights
 
         check_weights(self.form.source, cfg.model.allow_pickle_weights)  # the CLI's exact sentence
-        self.plots.clear()
+        self._clear_views()
         self.log_view.add_line(f"Starting: {self.form.source.spec}, {len(cfg.adapter.targets):,} "
                                "modules with adapters")
         keep = self.keep_running()
@@ -87,7 +89,8 @@ class RunCommands(QObject):
                        checkpoint: CheckpointInfo) -> None:
         """RunFiles.resume_run: show the run folder's run.yaml and history, and go on."""
         self.form.apply_run_config(cfg)
-        self.plots.load_history(history)
+        for view in (self.plots, *self.views):
+            view.load_history(history)
         run_dir = Path(cfg.training.output_dir)
         self.log_view.add_line(f"Resuming {run_dir} from step {checkpoint.step} of "
                                f"{checkpoint.max_steps}")
@@ -101,13 +104,17 @@ class RunCommands(QObject):
         if self.controller.is_running():
             raise UserError("a run is in progress in this window; stop it before attaching to "
                             "another one.")
-        self.plots.clear()
+        self._clear_views()
         cfg = self.controller.attach(run_dir)
         self.form.apply_run_config(cfg)
         self.log_view.add_line(f"Attached to {run_dir}: it keeps training when this window "
                                "closes")
         self.show_monitor()
         self.show_status(f"Following {Path(run_dir).name}")
+
+    def _clear_views(self) -> None:
+        for view in (self.plots, *self.views):
+            view.clear()
 
     @Slot()
     def stop_training(self, save: bool = True) -> None:
