@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -185,6 +186,11 @@ class TrainingPanel(QWidget):
             combo = QComboBox()
             combo.addItems(list(choices[name]))
             return combo
+        if isinstance(default, list):  # e.g. sample_prompts: one item per line
+            edit = QPlainTextEdit()
+            edit.setPlaceholderText("one per line")
+            edit.setFixedHeight(3 * edit.fontMetrics().lineSpacing() + 12)
+            return edit
         if isinstance(default, bool):
             return QCheckBox()
         if isinstance(default, int):
@@ -222,6 +228,8 @@ class TrainingPanel(QWidget):
                 kwargs[name] = w.isChecked()
             elif isinstance(w, QSpinBox | QDoubleSpinBox):
                 kwargs[name] = w.value()
+            elif isinstance(w, QPlainTextEdit):
+                kwargs[name] = [line for line in w.toPlainText().splitlines() if line.strip()]
             elif name == "learning_rate":
                 try:
                     kwargs[name] = float(w.text())
@@ -240,6 +248,8 @@ class TrainingPanel(QWidget):
                 w.setChecked(bool(value))
             elif isinstance(w, QSpinBox | QDoubleSpinBox):
                 w.setValue(value)
+            elif isinstance(w, QPlainTextEdit):
+                w.setPlainText("\n".join(value))
             elif name == "learning_rate":
                 w.setText(f"{value:g}")
             else:
