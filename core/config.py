@@ -164,6 +164,10 @@ class TrainingConfig:
     """Causal LM: ``auto`` concatenates each batch's examples without padding when a check on
     the loaded model shows the loss is exactly that of padded batches; ``on`` requires it (an
     error if not exact), ``off`` always pads."""
+    chunked_loss: str = "auto"
+    """Causal LM: compute the loss from the last hidden state a chunk of tokens at a time, so
+    the [tokens × vocabulary] logits never exist at once (same loss and gradients). ``auto``:
+    on for vocabularies of 32k tokens and more; ``on``; ``off``."""
     torch_compile: bool = False
     """Compile the model with ``torch.compile``. Off by default: turn it on only where a
     measurement shows it wins (compile time is paid at the start of every run)."""
@@ -356,6 +360,8 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              f"use one of {', '.join(PRECISIONS)}.", "training.precision")
     _require(t.packing in PACKING, f"{where}: `training.packing` is {t.packing!r}; use one of "
              f"{', '.join(PACKING)}.", "training.packing")
+    _require(t.chunked_loss in PACKING, f"{where}: `training.chunked_loss` is "
+             f"{t.chunked_loss!r}; use one of {', '.join(PACKING)}.", "training.chunked_loss")
     _require(isinstance(t.torch_compile, bool), f"{where}: `training.torch_compile` must be "
              "true or false.", "training.torch_compile")
     _require(bool(t.output_dir.strip()), f"{where}: `training.output_dir` is empty; set a "

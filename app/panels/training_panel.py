@@ -181,7 +181,7 @@ class TrainingPanel(QWidget):
     def _make_editor(self, name: str) -> QWidget:
         default = getattr(TrainingConfig(), name)
         choices = {"scheduler": SCHEDULERS, "device": DEVICES, "precision": PRECISIONS,
-                   "packing": PACKING}
+                   "packing": PACKING, "chunked_loss": PACKING}
         if name in choices:
             combo = QComboBox()
             combo.addItems(list(choices[name]))

@@ -116,7 +116,19 @@ def make_trainer_class() -> type:
     class AtomicCheckpointTrainer(Trainer):  # type: ignore[misc]
         checkpoint_limit = 2
         nonfinite: str | None = None  # why training stopped: a non-finite adapter weight
+        chunked_loss = False  # causal LM: the chunked cross-entropy (train/chunked_loss.py)
         _graftlab_staging: Path | None = None
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            if not self.chunked_loss or return_outputs:  # eval wants logits: the plain path
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            from graftlab.core.train.chunked_loss import compute_chunked_loss
+
+            # normalised like the plain path: by num_items_in_batch exactly when the model
+            # would have received it (then the Trainer does not divide by accumulation again)
+            items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            return compute_chunked_loss(model, inputs, items)
 
         def _get_output_dir(self, trial: Any) -> str:
             if self._graftlab_staging is not None:

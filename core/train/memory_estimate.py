@@ -33,6 +33,7 @@ from typing import Any
 from graftlab.core.adapter.plan import AdapterPlan
 from graftlab.core.config import TrainingConfig
 from graftlab.core.model.module_tree import ModuleTree
+from graftlab.core.train.chunked_loss import chunk_tokens, use_chunked_loss
 from graftlab.core.train.device import CPU_ONLY, Accelerator, decide, probe_accelerator
 
 CPU_BASELINE = 600 * 2**20  # imported libraries + Trainer/runtime, measured (see module doc)
@@ -194,6 +195,11 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
         saved = dims.layers * (per_layer + scores)
     grads_transient = (2 * dims.ffn + 3 * dims.hidden) * tokens * act_bytes
     logits = tokens * dims.vocab * LOSS_BYTES_PER_LOGIT if tree.task == "causal-lm" else 0
+    if use_chunked_loss(training.chunked_loss, tree.task, dims.vocab):
+        # one chunk's logits (forward, recomputed in backward, and their gradient) plus the
+        # gathered hidden states of the trained tokens and their gradient
+        chunk = min(tokens, chunk_tokens(dims.vocab))
+        logits = chunk * dims.vocab * LOSS_BYTES_PER_LOGIT + 2 * tokens * dims.hidden * 4
     activations = saved + grads_transient + logits
     if plan.variant == "dora":  # one dense W + s·B·A at a time for the weight norm
         activations += 2 * max((m.in_features * m.out_features for m in plan.modules),

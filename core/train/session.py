@@ -231,6 +231,34 @@ class TrainingSession(RunControl):
                             f"(first, {lines[0].rstrip('.')}); change the adapter settings or "
                             "train without --strict.", field="adapter")
 
+    def _chunked_loss(self, task: str) -> bool:
+        """`training.chunked_loss` for the loaded model, said in the run log."""
+        from graftlab.core.train.chunked_loss import (
+            chunk_tokens,
+            decoder_and_head,
+            unsupported_reason,
+            use_chunked_loss,
+        )
+
+        mode = self.cfg.training.chunked_loss
+        if task != "causal-lm":
+            return False
+        causal, _decoder, head = decoder_and_head(self.model)
+        vocab = head.weight.shape[0] if head is not None else 0
+        if not use_chunked_loss(mode, task, vocab):
+            return False
+        why = unsupported_reason(causal)
+        if why:
+            if mode == "on":
+                raise UserError(f"`training.chunked_loss: on` cannot be used with this model: "
+                                f"{why}; set `training.chunked_loss: off`.",
+                                field="training.chunked_loss")
+            self.emit(Message(f"chunked loss: off ({why})"))
+            return False
+        self.emit(Message(f"chunked loss: on, {chunk_tokens(vocab):,} tokens per chunk of the "
+                          f"{vocab:,}-token vocabulary (the full logits are never held)"))
+        return True
+
     def _check_stop(self) -> None:
         if self.stop_requested:
             raise RunStopped
@@ -357,6 +385,7 @@ class TrainingSession(RunControl):
             model=self.model, args=args, train_dataset=data.train, eval_dataset=data.eval,
             data_collator=collator, callbacks=[callback])
         trainer.checkpoint_limit = cfg.training.checkpoint_limit
+        trainer.chunked_loss = self._chunked_loss(task)
         trainer.remove_callback(PrinterCallback)
         output = trainer.train(
             resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
