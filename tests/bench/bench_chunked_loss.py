@@ -61,7 +61,7 @@ def graftlab(cfg_json: str) -> float:
 
     done: list[float] = []
     TrainingSession(RunConfig.from_dict(json.loads(cfg_json)),
-                    [lambda e: isinstance(e, Finished) and done.append(e.active_s)]).run()
+                    [lambda e: isinstance(e, Finished) and done.append(e.elapsed_s)]).run()
     return done[-1]
 
 
