@@ -199,7 +199,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 # Further subcommands live in a module of their own under graftlab.core that defines
 # ``add_parser(sub)`` (light imports at module level; heavy ones inside the command function).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "graftlab.core.runs_command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -144,6 +144,9 @@ class TrainingSession(RunControl):
         else:
             self.run_dir = prepare_run_dir(self.cfg.training.output_dir)
             write_resolved_run(self.run_dir, self.cfg, self.plan, task)
+        from graftlab.core.train.run_index import write_process_record
+
+        write_process_record(self.run_dir)  # `graftlab runs` tells running from killed by it
         self._jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
         for event in self._early:
             self._jsonl(event)
