@@ -92,6 +92,13 @@ class AppSettings:
     def set_last_run_path(self, path: str) -> None:
         self.qsettings.setValue("run/last_path", path)
 
+    def keep_running(self) -> bool:
+        """Runs go on when the window closes (Run > Keep running when the window closes)."""
+        return str(self.qsettings.value("run/keep_running", "false")).lower() == "true"
+
+    def set_keep_running(self, on: bool) -> None:
+        self.qsettings.setValue("run/keep_running", "true" if on else "false")
+
     # ---- dialog folders -------------------------------------------------------------------
     def last_dir(self, kind: str) -> str:
         return str(self.qsettings.value(f"dirs/{kind}", "") or "")

@@ -90,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.training.output_dir = str(run_dir)
         if args.max_steps is not None:
             cfg.training.max_steps = args.max_steps
+        if args.detach:
+            return _detach(args, run_dir)
         return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=True,
                                             strict=args.strict))
     if not args.run:
@@ -101,7 +103,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         cfg.training.max_steps = args.max_steps
     validate(cfg, args.run)
+    if args.detach:
+        from pathlib import Path
+
+        from graftlab.core.train.run_dir import check_run_dir
+
+        return _detach(args, check_run_dir(Path(cfg.training.output_dir).absolute()))
     return _run_session(TrainingSession(cfg, [ProgressPrinter()], strict=args.strict))
+
+
+def _detach(args: argparse.Namespace, run_dir: Any) -> int:
+    """`--detach`: the same command, minus the flag, in its own session."""
+    from graftlab.core.live_commands import start_detached
+
+    argv = ["train", *(["--resume", str(run_dir)] if args.resume else
+                       [str(args.run), "--output", str(run_dir)])]
+    if args.max_steps is not None:
+        argv += ["--max-steps", str(args.max_steps)]
+    if args.strict:
+        argv.append("--strict")
+    return start_detached(argv, run_dir)
 
 
 def _run_session(session: Any) -> int:
@@ -200,6 +221,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 # Further subcommands live in a module of their own under graftlab.core that defines
 # ``add_parser(sub)`` (light imports at module level; heavy ones inside the command function).
 COMMAND_MODULES: tuple[str, ...] = (
+    "graftlab.core.live_commands",
+    "graftlab.core.generate",
     "graftlab.core.runs_command",
 )
 
@@ -218,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="override training.max_steps")
     p.add_argument("--strict", action="store_true", help="treat a compatibility finding "
                    "(vLLM, llama.cpp, PEFT) as an error (exit 2) before anything is loaded")
+    p.add_argument("--detach", action="store_true", help="train in the background (it outlives "
+                   "the terminal; output in RUN/train.log) and return at once, printing the run "
+                   "folder; control it with `graftlab status|pause|continue|stop RUN`")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("inspect", help="list a model's modules and what LoRA can wrap")
     p.add_argument("model", help="model folder, config.json, cached hub id, or demo:<name>")
@@ -260,6 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from graftlab.core.process.oneshot import oneshot_main
 
         return oneshot_main()
+    if argv[:1] == ["_try"]:  # hidden: the Try tab's model process (frozen builds)
+        from graftlab.core.process.try_child import try_main
+
+        return try_main()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

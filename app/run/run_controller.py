@@ -77,11 +77,34 @@ class RunController(QObject):
         return self._runner.is_saving()
 
     # ---- requests ---------------------------------------------------------------------------
-    def start(self, cfg: RunConfig, resume: bool = False) -> None:
-        """Run `cfg` (`resume`: continue its run folder from the latest checkpoint)."""
-        self._runner.start(cfg, resume)
+    def keeps_running(self) -> bool:
+        """The run in progress lives on its own and outlives the window."""
+        return self._runner.keeps_running
+
+    def start(self, cfg: RunConfig, resume: bool = False, keep_running: bool = False) -> None:
+        """Run `cfg` (`resume`: continue its run folder from the latest checkpoint);
+        `keep_running`: as a detached run that goes on when the window closes."""
+        from graftlab.core.process.attached import AttachedSession
+
+        self._runner.start(cfg, resume, AttachedSession if keep_running else None)
         self._resume_after_snapshot = False
         self._sync_phase()
+
+    def attach(self, run_dir: str | Path) -> RunConfig:
+        """Follow the run training in `run_dir` now (plots from its metrics.jsonl, then live;
+        pause and stop work); returns its run.yaml."""
+        from graftlab.core.process.attached import ReattachedSession
+
+        cfg = RunConfig.load(Path(run_dir) / "run.yaml")
+        cfg.training.output_dir = str(run_dir)
+        self._runner.start(cfg, False, ReattachedSession)
+        self._resume_after_snapshot = False
+        self._sync_phase()
+        return cfg
+
+    def leave(self) -> None:
+        """Stop following a run that keeps running; it goes on without the window."""
+        self._runner.leave()
 
     @Slot()
     def pause(self) -> None:

@@ -65,8 +65,9 @@ def _session_class() -> Any:
 
 
 def _in_process(cls: Any) -> bool:
-    """True when `cls` trains in this process (not a ProcessSession)."""
-    return not (isinstance(cls, type) and issubclass(cls, ProcessSession))
+    """True when `cls` trains in this process (not a ProcessSession, not an attached run)."""
+    return not (isinstance(cls, type) and (issubclass(cls, ProcessSession)
+                                           or getattr(cls, "keeps_running", False)))
 
 
 class _SessionSlot:
@@ -88,6 +89,7 @@ class _SessionSlot:
         self.save = True  # a stop keeps the adapter (False once any stop asked to discard it)
         self._saving = False  # the session reported a checkpoint/adapter write in progress
         self.error: BaseException | None = None  # set by the worker before `failed`
+        self.left = False  # the window stopped following a run that keeps running
 
     @property
     def phase(self) -> RunPhase:
@@ -109,6 +111,8 @@ class _SessionSlot:
             self.session = session
             if self.phase is RunPhase.STOPPING:
                 return False
+            if self.left:
+                session.leave()
             if self.phase is RunPhase.PAUSING:
                 session.request_pause()
             return True
@@ -117,6 +121,13 @@ class _SessionSlot:
         with self._lock:
             self.session = None
         self.lifecycle.end(failed)  # no-op when Finished or Failed already said so
+
+    def leave(self) -> None:
+        """Stop following a run that keeps running on its own (it is not stopped)."""
+        with self._lock:
+            self.left = True
+            if self.session is not None:
+                self.session.leave()
 
     def request_stop(self, save: bool) -> None:
         with self._lock:
@@ -222,6 +233,12 @@ class TrainingRunner(QObject):
         self._result: Any = None
         self._error: BaseException | None = None
         self._keep_spare = False
+        self._keeps_running = False
+
+    @property
+    def keeps_running(self) -> bool:
+        """The run in progress lives in its own process and outlives the window."""
+        return self._thread is not None and self._keeps_running
 
     @property
     def last_error(self) -> BaseException | None:
@@ -261,12 +278,14 @@ class TrainingRunner(QObject):
                             "adapter mid-training.")
         return self._control.paused_session()
 
-    def start(self, cfg: RunConfig, resume: bool = False) -> None:
+    def start(self, cfg: RunConfig, resume: bool = False, session_class: Any = None) -> None:
         """Run `cfg` in a new thread; `resume` continues the run in `cfg.training.output_dir`
-        from its latest complete checkpoint."""
+        from its latest complete checkpoint. `session_class`: instead of the default (a
+        training child), e.g. graftlab.core.process.attached.AttachedSession."""
         if self._thread is not None:
             raise RuntimeError("a training run is already in progress")
-        cls = _session_class()
+        cls = session_class or _session_class()
+        self._keeps_running = bool(getattr(cls, "keeps_running", False))
         if _in_process(cls):
             # Collect garbage here, on the GUI thread. An in-process Trainer calls gc.collect()
             # in the worker (accelerate's free_memory at the end of a run); if dead windows or
@@ -309,15 +328,24 @@ class TrainingRunner(QObject):
         if self._control is not None:
             self._control.kill()
 
+    def leave(self) -> None:
+        """Stop following a run that keeps running (see `keeps_running`); it goes on."""
+        if self._control is not None:
+            self._control.leave()
+
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Stop (saving the adapter) and join, e.g. from closeEvent.
+        """Stop (saving the adapter) and join, e.g. from closeEvent. A run that keeps running
+        is left, not stopped.
 
         Returns False when the step in flight is still running after `timeout_ms`; the caller
         then waits for `finished` instead of destroying the runner (never `terminate()`).
         """
         if self._thread is None:
             return True
-        self.stop(save=True)
+        if self._keeps_running:
+            self.leave()
+        else:
+            self.stop(save=True)
         self._thread.quit()
         return self._thread.wait(timeout_ms)
 

@@ -27,6 +27,7 @@ from graftlab.app.panels.log_view import LogView
 from graftlab.app.panels.memory_panel import MemoryInputs, MemoryPanel
 from graftlab.app.panels.model_panel import ModelPanel
 from graftlab.app.panels.training_panel import TrainingPanel
+from graftlab.app.panels.try_panel import TryPanel
 from graftlab.app.plots.metric_plots import MetricPlots
 from graftlab.app.run.background import BackgroundJobs
 from graftlab.app.run.run_controller import RunController
@@ -42,6 +43,7 @@ from graftlab.app.windows.actions import (
 )
 from graftlab.app.windows.adapter_folders import AdapterFolders
 from graftlab.app.windows.closing import RunCloser
+from graftlab.app.windows.detached_runs import DetachedRuns
 from graftlab.app.windows.drops import accept_local_files, drop_kind, dropped_paths
 from graftlab.app.windows.run_commands import RunCommands
 from graftlab.app.windows.run_files import RunFiles, default_run
@@ -111,6 +113,9 @@ class MainWindow(QMainWindow):
                                   self.model_panel],
             show_status=self._show_status,
             show_monitor=lambda: self.tabs.setCurrentWidget(self.monitor_split))
+        self.detached = DetachedRuns(self, self.settings, roots=self._runs_roots,
+                                     attach=self.commands.attach_run)
+        self.commands.keep_running = self.detached.enabled
         self._build_menus()
         self._connect()
         self._restore_window()
@@ -159,6 +164,8 @@ class MainWindow(QMainWindow):
         self.tree_error = ErrorLabel()
         self.heatmap_panel = HeatmapPanel()
         self.memory_panel = MemoryPanel()
+        self.try_panel = TryPanel(self.model_panel.values,
+                                  lambda: self.training_panel.values().output_dir)
 
     def _build_layout(self) -> None:
         model_box = QGroupBox("Model")
@@ -189,6 +196,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.training_panel, "Training")
         self.tabs.addTab(monitor, "Monitor")
         self.tabs.addTab(self.heatmap_panel, "Heatmap")
+        self.tabs.addTab(self.try_panel, "Try")
         self.training_panel.add_preflight(self.memory_panel)
 
         self.main_split = QSplitter(Qt.Orientation.Horizontal)
@@ -261,7 +269,8 @@ class MainWindow(QMainWindow):
                        None, self.export_action, self.export_current_action, None,
                        self.quit_action]),
             ("&Select", [self.filter_action, *self.preset_actions.values()]),
-            ("&Train", [self.start_action, self.pause_action, self.stop_action]),
+            ("&Train", [self.start_action, self.pause_action, self.stop_action, None,
+                        self.detached.action]),
             ("T&ools", [self.inspect_action, self.compare_action]),
             ("&Help", [about]),
         ])
@@ -351,6 +360,13 @@ class MainWindow(QMainWindow):
         """The run of the last session, else the demo model and data, ready to train."""
         if not self.run_files.restore_last_session():
             self.form.show_default(default_run())
+        QTimer.singleShot(0, self, self.detached.offer_reattach)  # runs still training
+
+    def _runs_roots(self) -> list[Path]:
+        """Where runs are looked for: above the run folder in the form, the last runs folder."""
+        out = Path(self.training_panel.values().output_dir).expanduser().absolute()
+        last = self.settings.last_dir("runs")
+        return [out.parent, *([Path(last)] if last else [])]
 
     # ---- training (RunCommands asks and checks; the RunController runs) --------------------
     def start_training(self) -> None:
@@ -434,7 +450,9 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.controller.is_running():
+        if self.controller.keeps_running():  # it goes on; a later window attaches again
+            self.controller.leave()
+        elif self.controller.is_running():
             if not self._close_after_run:
                 if not self._ask_stop_on_close():
                     event.ignore()
@@ -463,6 +481,7 @@ class MainWindow(QMainWindow):
         self.closer.finish()
         self._save_session()
         self.controller.shutdown(30_000)  # the run and any export are over: returns at once
+        self.try_panel.shutdown()  # ends the Try process (it holds the base model)
         if dialog is not None:
             dialog.done(0)
         self.jobs.wait(30_000)  # a structure build in flight finishes; results are dropped

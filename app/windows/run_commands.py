@@ -53,6 +53,7 @@ class RunCommands(QObject):
         self.show_status, self.show_monitor = show_status, show_monitor
         self.stop_chooser = ask_stop_choice  # (window) -> save/discard/cancel; tests replace it
         self.end_chooser = ask_end_now  # (window) -> kill a run that is still stopping?
+        self.keep_running: Callable[[], bool] = lambda: False  # start runs detached?
         controller.events.connect(self._on_run_events)
         controller.phase_changed.connect(self._on_phase_changed)
         controller.failed.connect(self._on_run_failed)
@@ -76,9 +77,11 @@ class RunCommands(QObject):
         self.plots.clear()
         self.log_view.add_line(f"Starting: {self.form.source.spec}, {len(cfg.adapter.targets):,} "
                                "modules with adapters")
-        self.controller.start(cfg)
+        keep = self.keep_running()
+        self.controller.start(cfg, keep_running=keep)
         self.show_monitor()
-        self.show_status("Training started")
+        self.show_status("Training started" + (" (it keeps running when the window closes)"
+                                               if keep else ""))
 
     def start_resumed(self, cfg: RunConfig, history: list[Event],
                        checkpoint: CheckpointInfo) -> None:
@@ -88,9 +91,23 @@ class RunCommands(QObject):
         run_dir = Path(cfg.training.output_dir)
         self.log_view.add_line(f"Resuming {run_dir} from step {checkpoint.step} of "
                                f"{checkpoint.max_steps}")
-        self.controller.start(cfg, resume=True)
+        self.controller.start(cfg, resume=True, keep_running=self.keep_running())
         self.show_monitor()
         self.show_status(f"Resuming {run_dir.name} at step {checkpoint.step}")
+
+    @reports_errors
+    def attach_run(self, run_dir: str | Path) -> None:
+        """Follow a run that trains on its own now: its history into the plots, then live."""
+        if self.controller.is_running():
+            raise UserError("a run is in progress in this window; stop it before attaching to "
+                            "another one.")
+        self.plots.clear()
+        cfg = self.controller.attach(run_dir)
+        self.form.apply_run_config(cfg)
+        self.log_view.add_line(f"Attached to {run_dir}: it keeps training when this window "
+                               "closes")
+        self.show_monitor()
+        self.show_status(f"Following {Path(run_dir).name}")
 
     @Slot()
     def stop_training(self, save: bool = True) -> None:

@@ -167,22 +167,32 @@ def read_metrics(path: str | Path) -> list[Event]:
     return out
 
 
+FLUSH_S = 0.5  # step lines reach the file (not the disk) at least this often
+
+
 class JsonlSink:
-    """Appends each event to metrics.jsonl; flushed (and fsynced) at checkpoints and the end."""
+    """Appends each event to metrics.jsonl: fsynced at starts, pauses, checkpoints and the end,
+    flushed every FLUSH_S seconds in between, so `graftlab status` and an attached window
+    follow a run from its file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the run
+        self._flushed = monotonic()
 
     def __call__(self, event: Event) -> None:
         self._fh.write(event.to_json() + "\n")
-        if isinstance(event, Checkpoint | Finished | Failed | Started):
+        if isinstance(event, Checkpoint | Finished | Failed | Started | Paused | Resumed):
             self.sync()
+        elif monotonic() - self._flushed > FLUSH_S:  # readers (status, attach) see it soon
+            self._fh.flush()
+            self._flushed = monotonic()
 
     def sync(self) -> None:
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        self._flushed = monotonic()
 
     def close(self) -> None:
         if not self._fh.closed:

@@ -63,12 +63,17 @@ class Lifecycle:
     def __init__(self, phase: RunPhase = P.IDLE,
                  on_change: Callable[[RunPhase, RunPhase], None] | None = None) -> None:
         self._phase = phase
-        self._on_change = on_change
+        self._listeners: list[Callable[[RunPhase, RunPhase], None]] = \
+            [on_change] if on_change is not None else []
         self._cond = threading.Condition()
 
     @property
     def phase(self) -> RunPhase:
         return self._phase
+
+    def watch(self, on_change: Callable[[RunPhase, RunPhase], None]) -> None:
+        """Also call `on_change(old, new)` after every move."""
+        self._listeners.append(on_change)
 
     def can(self, to: RunPhase) -> bool:
         return to in ALLOWED[self._phase]
@@ -90,8 +95,8 @@ class Lifecycle:
                 raise IllegalTransitionError(f"a run cannot go from {old} to {to}")
             self._phase = to
             self._cond.notify_all()
-        if self._on_change is not None:
-            self._on_change(old, to)
+        for listener in self._listeners:
+            listener(old, to)
         return True
 
     # requests: refused (False) where they make no sense, never an error

@@ -1,79 +1,32 @@
 """What a run folder says about its run, from a cheap read: the status, model, targets,
 progress, final loss, eval metric, start time and duration.
 
-The summary comes from ``run.yaml``, ``process.json`` (which process writes the run) and the
-head and tail of ``metrics.jsonl``; a folder with thousands of step lines costs two small
-reads. Curves (every step) are read only on request (`read_curves`).
+The summary comes from ``run.yaml``, the folder's live lock and ``live.json``
+(graftlab.core.train.live) and the head and tail of ``metrics.jsonl``: a folder with thousands
+of step lines costs two small reads. Curves (every step) are read only on request
+(`read_curves`).
 
 Status: the last of the started / finished / failed events decides: ``finished``, ``stopped``
 (finished early) or ``failed``. Without a final event (a resume cuts the earlier one away), a
-live writer process means ``running`` (``paused`` when its last pause was not resumed), and a
-writer that is gone means the run was ``killed``.
+live writer (it holds the folder's lock) means ``running``, or ``paused`` when it is paused;
+a writer that is gone means the run was ``killed``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from graftlab.core.atomic import atomic_write_text
 
-PROCESS_FILE = "process.json"
 HEAD_BYTES = 16_384
 TAIL_BYTES = 32_768
 EVAL_SEARCH_BYTES = 1_048_576  # how far back to look for the last eval line
 STATUSES = ("running", "paused", "finished", "stopped", "failed", "killed")
-
-
-def _process_create_time(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return float(psutil.Process(pid).create_time())
-    except Exception:  # no such process, or no permission to look
-        return None
-
-
-def write_process_record(run_dir: str | Path) -> Path:
-    """Record which process writes `run_dir` (its pid, host and start time); written when the
-    run folder is opened, again on resume. A record whose process is gone, with no final event
-    in metrics.jsonl, marks a killed run."""
-    pid = os.getpid()
-    record = {"pid": pid, "host": socket.gethostname(), "started_at": time.time(),
-              "create_time": _process_create_time(pid)}
-    path = Path(run_dir) / PROCESS_FILE
-    atomic_write_text(path, json.dumps(record) + "\n")
-    return path
-
-
-def writer_alive(record: dict[str, Any]) -> bool | None:
-    """True/False whether the recorded writer process still runs; None when it cannot be told
-    (another host, no record). A reused pid (another create time) counts as gone."""
-    pid = record.get("pid")
-    if not isinstance(pid, int) or record.get("host") not in (None, socket.gethostname()):
-        return None
-    created = _process_create_time(pid)
-    if created is None:
-        return False
-    want = record.get("create_time")
-    if isinstance(want, int | float) and abs(created - want) > 1.0:
-        return False
-    try:  # a zombie (exited, not reaped) is not running
-        import psutil
-
-        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return False
-    except Exception:
-        return False
-    return True
 
 
 @dataclass
@@ -105,11 +58,10 @@ class RunSummary:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """A Graftlab run folder: a run.yaml next to metrics.jsonl (or an adapter/ or process.json
-    that Graftlab wrote)."""
+    """A Graftlab run folder: a run.yaml next to metrics.jsonl (or an adapter/ or live.json)."""
     p = Path(path)
     return (p / "run.yaml").is_file() and any(
-        (p / n).exists() for n in ("metrics.jsonl", "adapter", PROCESS_FILE))
+        (p / n).exists() for n in ("metrics.jsonl", "adapter", "live.json"))
 
 
 def find_runs(roots: Iterable[str | Path], depth: int = 2) -> list[Path]:
@@ -185,12 +137,6 @@ def read_run(run_dir: str | Path) -> RunSummary:
     s.targets = _targets_summary(list(adapter.get("targets") or []))
     if isinstance(training.get("max_steps"), int) and training["max_steps"] > 0:
         s.max_steps = training["max_steps"]
-    record: dict[str, Any] = {}
-    with contextlib.suppress(OSError, json.JSONDecodeError):
-        record = json.loads((run / PROCESS_FILE).read_text(encoding="utf-8"))
-    s.pid = record.get("pid") if isinstance(record.get("pid"), int) else None
-    if isinstance(record.get("started_at"), int | float):
-        s.started_at = float(record["started_at"])
     head: list[dict[str, Any]] = []
     tail: list[dict[str, Any]] = []
     metrics = run / "metrics.jsonl"
@@ -201,7 +147,11 @@ def read_run(run_dir: str | Path) -> RunSummary:
             head = _lines(fh.read(min(HEAD_BYTES, size)))
             start = max(size - TAIL_BYTES, 0)
             fh.seek(start)
-            tail = head if start == 0 else _lines(fh.read())
+            if start == 0:
+                fh.seek(0)
+                head = tail = _lines(fh.read())
+            else:
+                tail = _lines(fh.read())
             ev = [d for d in tail if d.get("event") == "eval" and not d.get("base")]
             if not ev and start > 0 and float(data.get("eval_fraction") or 0) > 0:
                 back = max(size - EVAL_SEARCH_BYTES, 0)
@@ -252,11 +202,15 @@ def read_run(run_dir: str | Path) -> RunSummary:
         s.status = "failed"
         s.message = str(last.get("message", ""))
     open_ended = last is None or last.get("event") == "started"
-    alive = writer_alive(record) if record and open_ended else None
-    if alive:
-        s.status = "paused" if lifecycle == "paused" else "running"
-    elif alive is None and record and open_ended:
-        s.status = "running"  # written from another host: cannot tell it was killed
+    if open_ended:
+        from graftlab.core.train.live import is_live, read_live
+
+        live = read_live(run)
+        if isinstance(live.get("pid"), int):
+            s.pid = live["pid"]
+        if is_live(run):  # the kernel holds the lock for exactly as long as the writer lives
+            s.status = "paused" if live.get("phase") == "paused" or lifecycle == "paused" \
+                else "running"
     if (run / "adapter" / "adapter_config.json").is_file():
         s.adapter = str(run / "adapter")
     return s

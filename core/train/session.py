@@ -7,6 +7,7 @@ then are weights loaded. Every step emits plain events to the sinks (GUI, CLI, m
 
 from __future__ import annotations
 
+import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ from graftlab.core.train.events import (
     Saving,
     Sink,
     Started,
+    Step,
 )
 from graftlab.core.train.lifecycle import RunControl
+from graftlab.core.train.live import LivePresence
 
 
 def download_reporter(emit: Sink,
@@ -92,6 +95,18 @@ class TrainingSession(RunControl):
         self.run_dir = Path(cfg.training.output_dir)
         self._jsonl: JsonlSink | None = None
         self._early: list[Event] = []
+        self.live: LivePresence | None = None  # the lock, live.json and control.json
+
+    def _go_live(self) -> None:
+        """Hold the run folder's lock and obey its control file from now until the end (only
+        the first process of a torchrun job: the others follow it)."""
+        if self.live is None and os.environ.get("RANK", "0") == "0":
+            self.live = LivePresence(self.run_dir, self)
+            try:
+                self.live.open()
+            except BaseException:
+                self.live = None
+                raise
 
     def _module_tree(self) -> ModuleTree:
         """The module tree for planning: from config.json alone for Llama-family models (no
@@ -128,6 +143,11 @@ class TrainingSession(RunControl):
 
     def emit(self, event: Event) -> None:
         self.lifecycle.apply(event)  # Started, Paused, Finished and Failed move the phase
+        if self.live is not None and isinstance(event, Step | Failed):
+            if isinstance(event, Step):
+                self.live.step = event.step
+            else:
+                self.live.error = event.message
         if self._jsonl is None:  # the run folder does not exist yet: replay these into it
             self._early.append(event)
         for sink in self.sinks:
@@ -143,11 +163,13 @@ class TrainingSession(RunControl):
             truncate_metrics(self.run_dir / "metrics.jsonl", checkpoint.step)
         else:
             self.run_dir = prepare_run_dir(self.cfg.training.output_dir)
+            self._go_live()
             write_resolved_run(self.run_dir, self.cfg, self.plan, task)
-        from graftlab.core.train.run_index import write_process_record
-
-        write_process_record(self.run_dir)  # `graftlab runs` tells running from killed by it
-        self._jsonl = JsonlSink(self.run_dir / "metrics.jsonl")
+        metrics = self.run_dir / "metrics.jsonl"
+        if self.live is not None:  # where this process's lines begin, for attached readers
+            self.live.metrics_offset = metrics.stat().st_size if metrics.exists() else 0
+            self.live.write()
+        self._jsonl = JsonlSink(metrics)
         for event in self._early:
             self._jsonl(event)
         self._early.clear()
@@ -188,6 +210,7 @@ class TrainingSession(RunControl):
             if self.resume:  # fail fast on a folder that cannot be resumed
                 self.run_dir = Path(cfg.training.output_dir)
                 checkpoint = latest_checkpoint(self.run_dir)
+                self._go_live()  # refuses a folder another process still trains in
             tree = self._module_tree()
             self.plan = plan_adapter(tree, cfg.adapter)
             for w in self.plan.warnings:
@@ -197,6 +220,8 @@ class TrainingSession(RunControl):
                           cfg.model.allow_pickle_weights)
             if checkpoint is None:
                 check_run_dir(cfg.training.output_dir)  # fail before loading anything
+                if self.run_dir.is_dir():  # made beforehand (a detached run's log is there)
+                    self._go_live()
             self._check_stop()
             return self._train(tree.task, checkpoint)
         except RunStopped:
@@ -213,6 +238,8 @@ class TrainingSession(RunControl):
                 self._jsonl.close()
                 self.sinks.remove(self._jsonl)
                 self._jsonl = None
+            if self.live is not None:
+                self.live.close()
 
     def _train(self, task: str, checkpoint: CheckpointInfo | None) -> RunResult:
         import torch

@@ -3,7 +3,9 @@ written through the real event writer (JsonlSink) and process record."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -11,13 +13,10 @@ import sys
 from graftlab.core.cli import main
 from graftlab.core.config import RunConfig
 from graftlab.core.train.events import Eval, Failed, Finished, JsonlSink, Started, Step
-from graftlab.core.train.run_index import (
-    PROCESS_FILE,
-    read_curves,
-    read_run,
-    read_runs,
-    write_process_record,
-)
+from graftlab.core.train.live import LIVE_NAME, LOCK_NAME
+from graftlab.core.train.run_index import read_curves, read_run, read_runs
+
+HELD = []  # lock descriptors of the "running" runs, held for the test session
 
 
 def make_run(root, name, steps=300, end=None, alive=True, eval_every=0):
@@ -31,13 +30,16 @@ def make_run(root, name, steps=300, end=None, alive=True, eval_every=0):
     cfg.data.eval_fraction = 0.1 if eval_every else 0.0
     cfg.training.output_dir = str(run)
     cfg.save(run / "run.yaml")
-    if alive:
-        write_process_record(run)
-    else:  # the record of a process that has exited (a SIGKILLed writer looks the same)
+    if alive:  # what a training process holds while it lives
+        fd = os.open(run / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        HELD.append(fd)
+    else:  # the files of a process that has exited (a SIGKILLed writer leaves the same)
         child = subprocess.Popen([sys.executable, "-c", "pass"])
         child.wait()
-        (run / PROCESS_FILE).write_text(json.dumps(
-            {"pid": child.pid, "host": socket.gethostname(), "started_at": 1.7e9}))
+        (run / LOCK_NAME).write_text("")
+        (run / LIVE_NAME).write_text(json.dumps(
+            {"pid": child.pid, "host": socket.gethostname(), "phase": "running"}))
     sink = JsonlSink(run / "metrics.jsonl")
     sink(Started(str(run), 500, 1000, 100000, "cpu", "fp32", 64))
     for i in range(1, steps + 1):
@@ -52,7 +54,8 @@ def make_run(root, name, steps=300, end=None, alive=True, eval_every=0):
 
 def test_statuses_progress_and_metrics(tmp_path):
     root = tmp_path / "runs"
-    make_run(root, "a-finished", 500, Finished(500, False, None, 2.6, 250.0), eval_every=100)
+    make_run(root, "a-finished", 500, Finished(500, False, None, 2.6, 250.0), alive=False,
+             eval_every=100)
     make_run(root, "b-stopped", 120, Finished(120, True, None, 2.9, 60.0), alive=False)
     make_run(root, "c-failed", 40, Failed("training diverged", True), alive=False)
     make_run(root, "d-killed", 77, None, alive=False)
@@ -87,7 +90,7 @@ def test_curves_hold_every_step(tmp_path):
 
 def test_runs_command_table_and_json(tmp_path, capsys):
     root = tmp_path / "runs"
-    make_run(root, "f", 50, Finished(50, False, None, 2.9, 25.0))
+    make_run(root, "f", 50, Finished(50, False, None, 2.9, 25.0), alive=False)
     make_run(root, "k", 5, None, alive=False)
     assert main(["runs", str(root), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
