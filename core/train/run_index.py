@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 HEAD_BYTES = 16_384
-TAIL_BYTES = 32_768
+TAIL_BYTES = 8_192
 EVAL_SEARCH_BYTES = 1_048_576  # how far back to look for the last eval line
 STATUSES = ("running", "paused", "finished", "stopped", "failed", "killed")
 
@@ -90,10 +90,11 @@ def find_runs(roots: Iterable[str | Path], depth: int = 2) -> list[Path]:
     return out
 
 
-def _lines(data: bytes) -> list[dict[str, Any]]:
+def _lines(data: bytes, only: bytes = b"") -> list[dict[str, Any]]:
+    """The JSON objects of `data`'s lines (those holding `only`, when given)."""
     out = []
     for line in data.split(b"\n"):
-        if not line.strip():
+        if not line.strip() or only not in line:
             continue
         try:
             d = json.loads(line)
@@ -144,7 +145,7 @@ def read_run(run_dir: str | Path) -> RunSummary:
         with open(metrics, "rb") as fh:
             size = fh.seek(0, 2)
             fh.seek(0)
-            head = _lines(fh.read(min(HEAD_BYTES, size)))
+            head = _lines(fh.read(min(HEAD_BYTES, size)), b'"event": "started"')
             start = max(size - TAIL_BYTES, 0)
             fh.seek(start)
             if start == 0:
