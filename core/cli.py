@@ -222,6 +222,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 # ``add_parser(sub)`` (light imports at module level; heavy ones inside the command function).
 COMMAND_MODULES: tuple[str, ...] = (
     "graftlab.core.live_commands",
+    "graftlab.core.train.preflight",
     "graftlab.core.generate",
     "graftlab.core.runs_command",
 )

@@ -1,6 +1,6 @@
-"""Before Start: the peak-memory estimate (graftlab.core.train.memory_estimate) against the
-device, and the export compatibility findings for the current plan
-(graftlab.core.adapter.compat.check_plan).
+"""Before Start: the run's plan (graftlab.core.train.preflight, what `graftlab plan` prints):
+the peak-memory estimate against the device, and the export compatibility findings, plus
+"Copy plan" for the text.
 
 Both are recomputed a moment after the selection, batch size, max length, checkpointing,
 precision or device change (debounced: a burst of edits costs one estimate). The estimate is
@@ -17,8 +17,16 @@ from typing import Any
 
 from graftlab.app.numbers import size_bytes as human_bytes
 from PySide6.QtCore import QRectF, QSize, Qt, Slot
-from PySide6.QtGui import QColor, QPainter, QPalette, QPen, QShowEvent
-from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
+from PySide6.QtGui import QAction, QColor, QKeySequence, QPainter, QPalette, QPen, QShowEvent
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt.utils import qdebounced
 
 PARTS = (("weights", "Base weights", "#7f8c9d"), ("adapter", "Adapter", "#3d7cc9"),
@@ -41,6 +49,8 @@ class MemoryInputs:
     config_path: Path | None = None
     accel: Any = None
     """graftlab.core.train.device.Accelerator from the training panel's probe (None: a CPU)."""
+    run: Any = None
+    """The run's settings (graftlab.core.config.RunConfig) for the plan: data and training."""
 
 
 class StackedBar(QWidget):
@@ -87,6 +97,7 @@ class MemoryPanel(QWidget):
         self._inputs: Callable[[], MemoryInputs | None] | None = None
         self._config_cache: tuple[Path | None, Any] = (None, None)
         self.estimate: Any = None
+        self.plan: Any = None  # graftlab.core.train.preflight.RunPlan
         self.issues: list[Any] = []
 
         memory_box = QGroupBox("Memory estimate")
@@ -128,10 +139,25 @@ class MemoryPanel(QWidget):
         self.compat_label.setTextFormat(Qt.TextFormat.RichText)
         QVBoxLayout(compat_box).addWidget(self.compat_label)
 
+        self.copy_button = QPushButton("Copy plan")
+        self.copy_button.setToolTip("Copy this pre-flight as `graftlab plan` prints it "
+                                    "(Ctrl+Shift+P)")
+        self.copy_button.setEnabled(False)
+        self.copy_button.clicked.connect(self.copy_plan)
+        self.copy_action = QAction("Copy plan", self)
+        self.copy_action.setShortcut(QKeySequence("Ctrl+Shift+P"))
+        self.copy_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        self.copy_action.triggered.connect(self.copy_plan)
+        self.addAction(self.copy_action)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.copy_button)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(memory_box)
         layout.addWidget(compat_box)
+        layout.addLayout(row)
 
     # ---- inputs -----------------------------------------------------------------------------
     def set_inputs(self, provider: Callable[[], MemoryInputs | None]) -> None:
@@ -166,7 +192,8 @@ class MemoryPanel(QWidget):
         self.schedule.cancel()
         inputs = self._inputs() if self._inputs is not None else None
         if inputs is None or inputs.tree is None or inputs.plan is None:
-            self.estimate, self.issues = None, []
+            self.estimate, self.issues, self.plan = None, [], None
+            self.copy_button.setEnabled(False)
             self.verdict_label.setText("Open a model and tick modules to see the estimate.")
             self.verdict_label.setStyleSheet("")
             self.bar.set_parts([], 0)
@@ -175,31 +202,46 @@ class MemoryPanel(QWidget):
             self.notes_label.setText("")
             self.compat_label.setText("–")
             return
-        from graftlab.core.adapter.compat import check_plan
+        from graftlab.core.config import RunConfig
         from graftlab.core.errors import UserError
         from graftlab.core.train.device import CPU_ONLY
-        from graftlab.core.train.memory_estimate import estimate_memory
+        from graftlab.core.train.preflight import assemble_plan
 
+        run = inputs.run if inputs.run is not None else RunConfig(training=inputs.training)
+        run.training.device = inputs.device
+        run.data.max_length = max(inputs.max_length, 1)
         try:
-            est = estimate_memory(inputs.tree, inputs.plan, inputs.training,
-                                  max(inputs.max_length, 1), inputs.device,
-                                  model_config=self._model_config(inputs.config_path),
-                                  accel=inputs.accel or CPU_ONLY)
+            self.plan = assemble_plan(run, inputs.tree, inputs.plan, inputs.accel or CPU_ONLY,
+                                      None, self._model_config(inputs.config_path))
         except (UserError, ValueError, ZeroDivisionError) as exc:
-            self.estimate = None
+            self.estimate, self.plan = None, None
             self.verdict_label.setText(f"No estimate: {exc}")
             self.verdict_label.setStyleSheet("")
-        else:
-            self.show_estimate(est)
-        tree = inputs.tree
-        self.show_issues(check_plan(inputs.plan, tree.model_type, tree.tie_word_embeddings))
+            self.copy_button.setEnabled(False)
+            return
+        self.show_estimate(self.plan.memory, self.plan.fit_warning)
+        self.show_issues(self.plan.compatibility)
+        self.copy_button.setEnabled(True)
 
-    def show_estimate(self, est: Any) -> None:
+    def plan_text(self) -> str:
+        """The plan as `graftlab plan` prints it ("" before there is one)."""
+        return self.plan.to_text() if self.plan is not None else ""
+
+    @Slot()
+    def copy_plan(self) -> None:
+        """Copy the plan's text to the clipboard (the "Copy plan" button, Ctrl+Shift+P)."""
+        from PySide6.QtGui import QGuiApplication
+
+        if self.plan is not None:
+            QGuiApplication.clipboard().setText(self.plan_text())
+
+    def show_estimate(self, est: Any, fit_warning: str | None = None) -> None:
         self.estimate = est
         where = "GPU" if est.device == "cuda" else "system RAM"
         self.verdict_label.setText(
             f"{est.verdict.capitalize()}: about {human_bytes(est.total)} at peak, "
-            f"{human_bytes(est.device_free)} free of {human_bytes(est.device_total)} {where}")
+            f"{human_bytes(est.device_free)} free of {human_bytes(est.device_total)} {where}"
+            + (f". {fit_warning[0].upper()}{fit_warning[1:]}" if fit_warning else ""))
         self.verdict_label.setStyleSheet(f"color: {VERDICT_COLOURS.get(est.verdict, '')};")
         self.verdict_label.setToolTip("fits: below 80% of free memory; tight: below 100%; "
                                       "will not fit: above")

@@ -395,9 +395,11 @@ class MainWindow(QMainWindow):
         accel = self.training_panel.accelerator()  # None until the probe has answered
         training = self.training_panel.values()
         config = self.source.path if self.source is not None else None
-        return MemoryInputs(self.tree, self.plan, training,
-                            self.data_panel.values().max_length,
-                            training.device if accel is not None else "cpu", config, accel)
+        data = self.data_panel.values()
+        return MemoryInputs(self.tree, self.plan, training, data.max_length,
+                            training.device if accel is not None else "cpu", config, accel,
+                            RunConfig(model=self.model_panel.values(), data=data,
+                                      training=training))
 
     @Slot()
     def focus_filter(self) -> None:

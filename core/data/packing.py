@@ -136,36 +136,32 @@ def check_packing(model: Any, lengths: tuple[int, ...] = _PROBE_LENGTHS) -> Pack
     return PackingCheck(exact, error, leak, tolerance, detail)
 
 
-def choose_collator(model: Any, tokenizer: Any, task: str, mode: str) -> tuple[Any, str | None]:
-    """The collator for a run, and a sentence for the run log saying whether batches are packed.
+def choose_collator(model: Any, tokenizer: Any, task: str,
+                    decision: PackingDecision) -> tuple[Any, str | None]:
+    """The collator for a run, and a sentence for the run log saying whether batches are packed
+    and why.
 
     Args:
         model: the model that will be trained (LoRA attached or not), on its training device.
         tokenizer: its tokenizer (padding collators need its pad token).
         task: ``causal-lm`` or ``sequence-classification``.
-        mode: ``training.packing``: ``auto`` packs when :func:`check_packing` shows it is exact,
-            ``on`` requires it (a UserError otherwise), ``off`` always pads.
+        decision: what :func:`decide_packing` chose from ``training.packing`` and the data.
+            Packing is used only when :func:`check_packing` also shows it is exact.
 
     Raises:
-        UserError: ``on`` with a classifier, or with a model where packing is not exact.
+        UserError: ``on`` with a model where packing is not exact.
     """
     from graftlab.core.data.dataset import make_collator
 
     padded = make_collator(tokenizer, task)
-    if mode == "off":
-        return padded, None
-    if task != "causal-lm":
-        if mode == "on":
-            raise UserError("`training.packing: on` applies to causal-lm training only; a "
-                            "classifier pads its batches. Set `training.packing: auto`.",
-                            field="training.packing")
-        return padded, None
+    if decision.mode == "off" or task != "causal-lm":
+        return padded, decision.reason
     check = check_packing(model)
     if check.exact:
-        return PackedCollator(), (f"packing: on, padding-free batches (checked exact on "
-                                  f"{check.detail}: relative logit error {check.error:.1e}, leak "
-                                  f"{check.leak:.1e})")
-    if mode == "on":
+        return PackedCollator(), (f"{decision.reason}; checked exact on {check.detail}: "
+                                  f"relative logit error {check.error:.1e}, leak "
+                                  f"{check.leak:.1e}")
+    if decision.requested == "on":
         raise UserError(f"`training.packing: on`, but packed batches are not exact for this "
                         f"model ({check.detail}: relative logit error {check.error:.1e}, leak "
                         f"{check.leak:.1e}, tolerance {check.tolerance:.0e}); set "
@@ -174,3 +170,91 @@ def choose_collator(model: Any, tokenizer: Any, task: str, mode: str) -> tuple[A
     return padded, (f"packing: off, batches are padded (packed batches were not exact on "
                     f"{check.detail}: relative logit error {check.error:.1e}, leak "
                     f"{check.leak:.1e})")
+
+
+# ---- packing by cost ---------------------------------------------------------------------------
+PACK_MARGIN = 0.05  # pack only when it saves at least this share of the padded batches' work
+_COST_SAMPLE = 20_000  # example lengths the decision looks at (a seeded sample of the data)
+
+
+@dataclass(frozen=True)
+class PackingDecision:
+    """What `training.packing` resolves to for this data, model and device, and why."""
+
+    mode: str  # "on" or "off"
+    reason: str
+    padded_cost: float = 0.0
+    packed_cost: float = 0.0
+    requested: str = "auto"  # training.packing as written
+
+
+def varlen_attention(attn_implementation: str | None, device: str) -> bool:
+    """Whether attention over a packed row costs Σ lᵢ² (a variable-length kernel) instead of
+    (Σ lᵢ)²: flash-attention 2/3 on a GPU. SDPA and eager attention have no such kernel and
+    compute the whole packed row's scores, masking the cross terms afterwards."""
+    return device == "cuda" and "flash" in (attn_implementation or "")
+
+
+def batch_costs(lengths: list[int], batch_size: int, linear_per_token: float,
+                attention_per_pair: float, varlen: bool, seed: int = 0) -> tuple[float, float]:
+    """Forward work (FLOPs) of all batches, padded and packed, for the Trainer's random batches.
+
+    Padded: every example costs the batch's longest, in the linear layers and in attention
+    (b·m tokens, b·m² query-key pairs). Packed: the real tokens only (Σl), but attention pays
+    (Σl)² pairs without a variable-length kernel. Backward scales both alike."""
+    import random
+
+    lens = list(lengths)
+    rng = random.Random(seed)
+    if len(lens) > _COST_SAMPLE:
+        lens = rng.sample(lens, _COST_SAMPLE)
+    rng.shuffle(lens)
+    padded = packed = 0.0
+    for i in range(0, len(lens), batch_size):
+        batch = lens[i:i + batch_size]
+        longest, total = max(batch), sum(batch)
+        padded += len(batch) * longest * linear_per_token \
+            + len(batch) * longest ** 2 * attention_per_pair
+        pairs = sum(x * x for x in batch) if varlen else total ** 2
+        packed += total * linear_per_token + pairs * attention_per_pair
+    return padded, packed
+
+
+def decide_packing(mode: str, task: str, lengths: list[int] | None, batch_size: int,
+                   linear_per_token: float, attention_per_pair: float,
+                   attn_implementation: str | None, device: str,
+                   seed: int = 0) -> PackingDecision:
+    """The one rule for `training.packing`, used by training and by `graftlab plan`.
+
+    ``off`` pads; ``on`` packs (its exactness is still checked on the loaded model); ``auto``
+    packs a causal LM only when packed batches do less work than padded ones on this device
+    and attention implementation (see :func:`batch_costs`): on uniform lengths padding costs
+    nothing and packing would only add attention, on skewed lengths packing saves the padding.
+    """
+    if mode == "off":
+        return PackingDecision("off", "packing: off (training.packing: off), batches are padded",
+                               requested="off")
+    if task != "causal-lm":
+        if mode == "on":
+            raise UserError("`training.packing: on` applies to causal-lm training only; a "
+                            "classifier pads its batches. Set `training.packing: auto`.",
+                            field="training.packing")
+        return PackingDecision("off", "packing: off, a classifier pads its batches")
+    if mode == "on":
+        return PackingDecision("on", "packing: on (training.packing: on)", requested="on")
+    if not lengths or batch_size <= 1:
+        return PackingDecision("off", "packing: off, one example per batch has no padding "
+                               "to save")
+    varlen = varlen_attention(attn_implementation, device)
+    padded, packed = batch_costs(lengths, batch_size, linear_per_token, attention_per_pair,
+                                 varlen, seed)
+    kernel = (f"{attn_implementation} attention on {device}, a variable-length kernel" if varlen
+              else f"{attn_implementation or 'sdpa'} attention on {device}, which attends "
+              "over the whole packed row")
+    saved = 1 - packed / padded if padded else 0.0
+    if saved >= PACK_MARGIN:
+        return PackingDecision("on", f"packing: auto chose on, packed batches do {saved:.0%} "
+                               f"less work than padded ones ({kernel})", padded, packed)
+    effect = f"save only {saved:.0%}" if saved > 0 else f"add {-saved:.0%}"
+    return PackingDecision("off", f"packing: auto chose off, padded batches cost less "
+                           f"(packing would {effect} of the work; {kernel})", padded, packed)

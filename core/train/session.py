@@ -63,6 +63,16 @@ RUNTIME_NAMES = {"vllm": "vLLM", "llama.cpp": "llama.cpp", "peft": "PEFT",
                  "size": "adapter size"}
 
 
+def module_tree_for(cfg: RunConfig) -> ModuleTree:
+    """The module tree for planning: from config.json alone for Llama-family models (no
+    meta-device skeleton to build), else from the skeleton. Opens no weight file."""
+    from graftlab.core.model.shape_tree import quick_tree
+
+    m = cfg.model
+    quick = quick_tree(m.source, m.task, m.trust_remote_code) if m.num_labels is None else None
+    return quick or build_tree(m.source, m.task, m.trust_remote_code, m.num_labels)
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -96,6 +106,7 @@ class TrainingSession(RunControl):
         self._jsonl: JsonlSink | None = None
         self._early: list[Event] = []
         self.live: LivePresence | None = None  # the lock, live.json and control.json
+        self.tree: ModuleTree | None = None
 
     def _go_live(self) -> None:
         """Hold the run folder's lock and obey its control file from now until the end (only
@@ -107,16 +118,6 @@ class TrainingSession(RunControl):
             except BaseException:
                 self.live = None
                 raise
-
-    def _module_tree(self) -> ModuleTree:
-        """The module tree for planning: from config.json alone for Llama-family models (no
-        meta-device skeleton to build), else from the skeleton."""
-        from graftlab.core.model.shape_tree import quick_tree
-
-        m = self.cfg.model
-        quick = quick_tree(m.source, m.task, m.trust_remote_code) if m.num_labels is None \
-            else None
-        return quick or build_tree(m.source, m.task, m.trust_remote_code, m.num_labels)
 
     def snapshot_adapter(self, out_dir: str | Path, overwrite: bool = False,
                          timeout_s: float = 60.0) -> list[tuple[Path, int]]:
@@ -211,7 +212,7 @@ class TrainingSession(RunControl):
                 self.run_dir = Path(cfg.training.output_dir)
                 checkpoint = latest_checkpoint(self.run_dir)
                 self._go_live()  # refuses a folder another process still trains in
-            tree = self._module_tree()
+            tree = self.tree = module_tree_for(cfg)
             self.plan = plan_adapter(tree, cfg.adapter)
             for w in self.plan.warnings:
                 self.emit(Message(w, "warning"))
@@ -251,6 +252,14 @@ class TrainingSession(RunControl):
         from graftlab.core.data.packing import choose_collator
         from graftlab.core.train.callbacks import SessionCallback, training_arguments
         from graftlab.core.train.checkpoints import make_trainer_class
+        from graftlab.core.train.preflight import (
+            attn_implementation,
+            config_dict,
+            data_summary,
+            fit_sentence,
+            memory_for,
+            resolve_packing,
+        )
         from peft import get_peft_model
         from transformers import PrinterCallback
 
@@ -265,6 +274,15 @@ class TrainingSession(RunControl):
         self.emit(Message(f"data: {len(data.train)} training examples ({data.format}), "
                           f"{data.num_dropped} dropped, {data.num_truncated} truncated"
                           + (f", {len(data.eval)} held out" if data.eval is not None else "")))
+        summary = data_summary(data)
+        assert self.tree is not None
+        model_config = config_dict(source)
+        decision = resolve_packing(cfg, self.tree, summary.lengths, device,
+                                   attn_implementation(model_config))
+        fits = fit_sentence(memory_for(cfg, self.tree, plan, device, None, summary, decision,
+                                       model_config), cfg)
+        if fits:  # the same sentence as `graftlab plan`; the run still goes ahead
+            self.emit(Message(fits, "warning"))
         self._check_stop()
         # Seed before anything random is built: a new classification head is initialised
         # inside from_pretrained, and LoRA's A matrices inside get_peft_model.
@@ -290,8 +308,7 @@ class TrainingSession(RunControl):
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
                           device, precision, len(data.train))
         callback = SessionCallback(self, started)
-        collator, packing_note = choose_collator(self.model, tokenizer, task,
-                                                 cfg.training.packing)
+        collator, packing_note = choose_collator(self.model, tokenizer, task, decision)
         if packing_note:
             self.emit(Message(packing_note))
         trainer = make_trainer_class()(

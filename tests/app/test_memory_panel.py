@@ -101,3 +101,28 @@ def test_window_updates_the_estimate_before_start(qtbot, make_window, small_devi
     qtbot.waitUntil(lambda: panel.estimate.breakdown["adapter"] < before)
     w.adapter_panel.rank_spin.setValue(64)  # and so does the rank, with a vLLM warning
     qtbot.waitUntil(lambda: "vllm-max-rank" in {i.rule for i in panel.issues})
+
+
+def test_copy_plan_copies_what_graftlab_plan_prints(qtbot, demo_tree, small_device):
+    """The window's pre-flight is `graftlab plan`'s: the same RunPlan, the same text."""
+    from graftlab.core.config import DataConfig, RunConfig
+    from graftlab.core.train.device import CPU_ONLY
+    from graftlab.core.train.preflight import assemble_plan
+    from PySide6.QtGui import QGuiApplication
+
+    adapter = AdapterConfig(targets=demo_tree.preset("all-linear"))
+    plan = plan_adapter(demo_tree, adapter)
+    run = RunConfig(adapter=adapter, data=DataConfig(max_length=256),
+                    training=TrainingConfig(batch_size=512))
+    panel = MemoryPanel()
+    qtbot.addWidget(panel)
+    assert not panel.copy_button.isEnabled()
+    panel.set_inputs(lambda: MemoryInputs(demo_tree, plan, run.training, 256, run=run))
+    panel.refresh()
+    expected = assemble_plan(run, demo_tree, plan, CPU_ONLY).to_text()
+    assert panel.copy_button.isEnabled() and panel.plan_text() == expected
+    QGuiApplication.clipboard().clear()
+    panel.copy_button.click()
+    assert QGuiApplication.clipboard().text() == expected
+    assert "will not fit" in expected and "the largest part is" in expected
+    assert "The run needs about" in panel.verdict_label.text()  # the fit sentence, shown

@@ -155,31 +155,65 @@ def _leaky_model():
     return AutoModelForCausalLM.from_config(config)
 
 
+SKEWED = [12, 300, 40, 9, 150, 20, 64, 500]
+
+
+def _decision(mode, task="causal-lm", lengths=None, batch=4, device="cpu", attn="sdpa"):
+    """The packing rule with a small Llama's cost coefficients (hidden 64, 2 layers)."""
+    from graftlab.core.data.packing import decide_packing
+
+    linear = 2.0 * (2 * (4 * 64 * 64 + 3 * 64 * 172) + 64 * 97)
+    return decide_packing(mode, task, SKEWED if lengths is None else lengths, batch, linear,
+                          4.0 * 64 * 2, attn, device)
+
+
+def test_auto_packs_skewed_lengths_and_pads_uniform_ones():
+    """Packing by cost: skewed lengths save padding; uniform lengths have none to save and
+    SDPA without a variable-length kernel would pay (Σl)² attention; flash-attention's varlen
+    kernel on a GPU has no cross term."""
+    skewed = _decision("auto")
+    assert skewed.mode == "on" and "less work" in skewed.reason
+    assert skewed.packed_cost < skewed.padded_cost
+    uniform = _decision("auto", lengths=[128] * 64, batch=8)
+    assert uniform.mode == "off" and "padded batches cost less" in uniform.reason
+    assert "sdpa attention on cpu" in uniform.reason
+    flash = _decision("auto", lengths=[128] * 64, batch=8, device="cuda",
+                      attn="flash_attention_2")
+    assert flash.packed_cost == pytest.approx(flash.padded_cost)  # no padding, no cross term
+    assert flash.mode == "off"  # nothing saved either
+    long_docs = _decision("auto", lengths=[2048, 1900, 2048, 1500] * 8, batch=2)
+    assert long_docs.mode == "off"  # long, similar documents: the cross term dominates
+    assert _decision("auto", batch=1).mode == "off"
+    assert _decision("on", lengths=[128] * 8).mode == "on"  # asked for: packed (if exact)
+    assert _decision("off").mode == "off"
+
+
 def test_packing_refused_where_not_exact():
     from graftlab.core.data.packing import PackedCollator, check_packing, choose_collator
 
     model = _leaky_model()
     check = check_packing(model)
     assert not check.exact and check.leak > 1e-3
-    collator, note = choose_collator(model, _Tok(), "causal-lm", "auto")
+    collator, note = choose_collator(model, _Tok(), "causal-lm", _decision("auto"))
     assert not isinstance(collator, PackedCollator)
     assert note is not None and note.startswith("packing: off")
     with pytest.raises(UserError, match="not exact"):
-        choose_collator(model, _Tok(), "causal-lm", "on")
+        choose_collator(model, _Tok(), "causal-lm", _decision("on"))
 
 
 def test_choose_collator_modes():
     from graftlab.core.data.packing import PackedCollator, choose_collator
 
     model = _model("llama")
-    collator, note = choose_collator(model, _Tok(), "causal-lm", "auto")
+    collator, note = choose_collator(model, _Tok(), "causal-lm", _decision("auto"))
     assert isinstance(collator, PackedCollator) and "checked exact" in note
-    collator, note = choose_collator(model, _Tok(), "causal-lm", "off")
-    assert not isinstance(collator, PackedCollator) and note is None
-    collator, _ = choose_collator(model, _Tok(), "sequence-classification", "auto")
+    collator, note = choose_collator(model, _Tok(), "causal-lm", _decision("off"))
+    assert not isinstance(collator, PackedCollator) and "training.packing: off" in note
+    collator, _ = choose_collator(model, _Tok(), "sequence-classification",
+                                  _decision("auto", "sequence-classification"))
     assert not isinstance(collator, PackedCollator)
     with pytest.raises(UserError, match="causal-lm"):
-        choose_collator(model, _Tok(), "sequence-classification", "on")
+        _decision("on", "sequence-classification")
     assert model.training  # the check restores the training mode it found
 
 
