@@ -227,6 +227,8 @@ class TrainingPanel(QWidget):
                     kwargs[name] = float(w.text())
                 except ValueError:
                     kwargs[name] = math.nan  # core's validation names the field
+            elif isinstance(getattr(TrainingConfig(), name), list):  # report_to: "a, b"
+                kwargs[name] = [p.strip() for p in w.text().split(",") if p.strip()]
             else:
                 kwargs[name] = w.text()
         return TrainingConfig(**kwargs)
@@ -242,6 +244,8 @@ class TrainingPanel(QWidget):
                 w.setValue(value)
             elif name == "learning_rate":
                 w.setText(f"{value:g}")
+            elif isinstance(value, list):
+                w.setText(", ".join(value))
             else:
                 w.setText(str(value))
         self.clear_error()
