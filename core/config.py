@@ -29,6 +29,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 PACKING = ("auto", "on", "off")
 BASE_EVAL = ("auto", "on", "off")
+# Experiment trackers the Trainer reports to: (training.report_to value, module to import).
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio",
+            "wandb": "wandb"}
 
 
 @dataclass
@@ -164,6 +167,10 @@ class TrainingConfig:
     """Causal LM: ``auto`` concatenates each batch's examples without padding when a check on
     the loaded model shows the loss is exactly that of padded batches; ``on`` requires it (an
     error if not exact), ``off`` always pads."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that also receive the logs: ``tensorboard`` (event files under
+    RUN/tensorboard/), ``mlflow``, ``trackio``, ``wandb``. Each needs its optional extra
+    (``pip install "graftlab[tensorboard]"``)."""
     torch_compile: bool = False
     """Compile the model with ``torch.compile``. Off by default: turn it on only where a
     measurement shows it wins (compile time is paid at the start of every run)."""
@@ -356,6 +363,9 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              f"use one of {', '.join(PRECISIONS)}.", "training.precision")
     _require(t.packing in PACKING, f"{where}: `training.packing` is {t.packing!r}; use one of "
              f"{', '.join(PACKING)}.", "training.packing")
+    for i, name in enumerate(t.report_to):
+        _require(name in TRACKERS, f"{where}: `training.report_to[{i}]` is {name!r}; use "
+                 f"any of {', '.join(TRACKERS)} (or an empty list).", "training.report_to")
     _require(isinstance(t.torch_compile, bool), f"{where}: `training.torch_compile` must be "
              "true or false.", "training.torch_compile")
     _require(bool(t.output_dir.strip()), f"{where}: `training.output_dir` is empty; set a "
@@ -375,3 +385,15 @@ def check_lora_values(rank: int, alpha: float, dropout: float, where: str, prefi
              "positive alpha (often twice the rank).", prefix + "alpha")
     _require(math.isfinite(dropout) and 0.0 <= dropout < 1.0, f"{where}: `adapter.dropout` is "
              f"{dropout}; use a value in [0, 1), such as 0.05.", "adapter.dropout")
+
+
+def check_trackers(cfg: RunConfig) -> None:
+    """Refuse a tracker in ``training.report_to`` whose package is not installed, naming the
+    extra to install (called before any weight is loaded)."""
+    import importlib.util
+
+    for name in cfg.training.report_to:
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise UserError(f"training.report_to names {name}, which is not installed; run "
+                            f'pip install "graftlab[{name}]" (or remove it from report_to).',
+                            field="training.report_to")
