@@ -225,6 +225,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "graftlab.core.train.preflight",
     "graftlab.core.generate",
     "graftlab.core.eval_command",
+    "graftlab.core.runs_command",
 )
 
 

@@ -29,6 +29,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 PACKING = ("auto", "on", "off")
 BASE_EVAL = ("auto", "on", "off")
+# Experiment trackers the Trainer reports to: (training.report_to value, module to import).
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio",
+            "wandb": "wandb"}
 
 
 @dataclass
@@ -168,6 +171,10 @@ class TrainingConfig:
     """Causal LM: compute the loss from the last hidden state a chunk of tokens at a time, so
     the [tokens × vocabulary] logits never exist at once (same loss and gradients). ``auto``:
     on for vocabularies of 32k tokens and more; ``on``; ``off``."""
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers that also receive the logs: ``tensorboard`` (event files under
+    RUN/tensorboard/), ``mlflow``, ``trackio``, ``wandb``. Each needs its optional extra
+    (``pip install "graftlab[tensorboard]"``)."""
     torch_compile: bool = False
     """Compile the model with ``torch.compile``. Off by default: turn it on only where a
     measurement shows it wins (compile time is paid at the start of every run)."""
@@ -362,6 +369,9 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              f"{', '.join(PACKING)}.", "training.packing")
     _require(t.chunked_loss in PACKING, f"{where}: `training.chunked_loss` is "
              f"{t.chunked_loss!r}; use one of {', '.join(PACKING)}.", "training.chunked_loss")
+    for i, name in enumerate(t.report_to):
+        _require(name in TRACKERS, f"{where}: `training.report_to[{i}]` is {name!r}; use "
+                 f"any of {', '.join(TRACKERS)} (or an empty list).", "training.report_to")
     _require(isinstance(t.torch_compile, bool), f"{where}: `training.torch_compile` must be "
              "true or false.", "training.torch_compile")
     _require(bool(t.output_dir.strip()), f"{where}: `training.output_dir` is empty; set a "
@@ -381,3 +391,15 @@ def check_lora_values(rank: int, alpha: float, dropout: float, where: str, prefi
              "positive alpha (often twice the rank).", prefix + "alpha")
     _require(math.isfinite(dropout) and 0.0 <= dropout < 1.0, f"{where}: `adapter.dropout` is "
              f"{dropout}; use a value in [0, 1), such as 0.05.", "adapter.dropout")
+
+
+def check_trackers(cfg: RunConfig) -> None:
+    """Refuse a tracker in ``training.report_to`` whose package is not installed, naming the
+    extra to install (called before any weight is loaded)."""
+    import importlib.util
+
+    for name in cfg.training.report_to:
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise UserError(f"training.report_to names {name}, which is not installed; run "
+                            f'pip install "graftlab[{name}]" (or remove it from report_to).',
+                            field="training.report_to")

@@ -186,7 +186,7 @@ class TrainingPanel(QWidget):
             combo = QComboBox()
             combo.addItems(list(choices[name]))
             return combo
-        if isinstance(default, list):  # e.g. sample_prompts: one item per line
+        if name == "sample_prompts":  # one prompt per line (report_to: "a, b" in a line edit)
             edit = QPlainTextEdit()
             edit.setPlaceholderText("one per line")
             edit.setFixedHeight(3 * edit.fontMetrics().lineSpacing() + 12)
@@ -235,6 +235,8 @@ class TrainingPanel(QWidget):
                     kwargs[name] = float(w.text())
                 except ValueError:
                     kwargs[name] = math.nan  # core's validation names the field
+            elif isinstance(getattr(TrainingConfig(), name), list):  # report_to: "a, b"
+                kwargs[name] = [p.strip() for p in w.text().split(",") if p.strip()]
             else:
                 kwargs[name] = w.text()
         return TrainingConfig(**kwargs)
@@ -252,6 +254,8 @@ class TrainingPanel(QWidget):
                 w.setPlainText("\n".join(value))
             elif name == "learning_rate":
                 w.setText(f"{value:g}")
+            elif isinstance(value, list):
+                w.setText(", ".join(value))
             else:
                 w.setText(str(value))
         self.clear_error()

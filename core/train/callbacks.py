@@ -36,6 +36,10 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
     win). Attention is transformers 5's default, SDPA, which the session keeps.
     """
     t = cfg.training
+    if "tensorboard" in t.report_to:  # transformers 5 reads the event folder from here only
+        import os
+
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     return TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         max_steps=t.max_steps,
@@ -64,7 +68,7 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
         use_cpu=device == "cpu",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        report_to="none",
+        report_to=list(t.report_to) or "none",
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=False,

@@ -281,6 +281,9 @@ class TrainingSession(RunControl):
             for w in self.plan.warnings:
                 self.emit(Message(w, "warning"))
             self._check_compat(tree)
+            from graftlab.core.config import check_trackers
+
+            check_trackers(cfg)  # a missing tracker package: one sentence, before any weight
             check_weights(resolve_source(cfg.model.source, cfg.model.trust_remote_code),
                           cfg.model.allow_pickle_weights)
             if checkpoint is None:
