@@ -10,6 +10,10 @@ from PySide6.QtWidgets import QLabel
 pytest_plugins = ["gui_helpers"]  # fixtures: make_window
 
 
+def _step(n):
+    return Step(n, 1.0, 1e-4, 1.0, 0.1, 100.0, 10, 0.1, None, 10.0)
+
+
 def _cls_eval(step, base, acc, confusion):
     return Eval(step, 0.6, base=base, task="sequence-classification", n=sum(map(sum, confusion)),
                 accuracy=acc, f1_macro=acc - 0.05, labels=["negative", "positive"],
@@ -22,7 +26,7 @@ def test_classifier_metrics_against_the_base_and_the_confusion_matrix(qtbot):
     view.resize(900, 320)
     view.show()
     assert view.empty.isVisible() and not view.plot.isVisible()
-    view.append_events([_cls_eval(0, True, 0.5, [[5, 5], [5, 5]]), Step(1, 0.7, 1e-4, 1.0, 0.1, 100.0, 10, 0.1, None, 10.0),
+    view.append_events([_cls_eval(0, True, 0.5, [[5, 5], [5, 5]]), _step(1),
                         _cls_eval(10, False, 0.7, [[7, 3], [3, 7]]),
                         _cls_eval(20, False, 0.9, [[9, 1], [1, 9]])])
     assert view.plot.isVisible() and not view.empty.isVisible()
@@ -56,7 +60,7 @@ def test_causal_lm_shows_perplexity_and_no_matrix(qtbot):
 def test_samples_are_listed_by_step(qtbot):
     samples = SamplesView()
     qtbot.addWidget(samples)
-    samples.append_events([Sample(10, "Once upon", " a time"), Step(11, 1.0, 1e-4, 1.0, 0.1, 100.0, 10, 0.1, None, 10.0),
+    samples.append_events([Sample(10, "Once upon", " a time"), _step(11),
                            Sample(20, "Once upon", " a time there was a cat")])
     assert samples.rows() == [(10, "Once upon", " a time"),
                               (20, "Once upon", " a time there was a cat")]

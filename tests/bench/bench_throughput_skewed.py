@@ -90,7 +90,8 @@ def graftlab_loop(run_dir: Path) -> tuple[int, float, bool]:
             tokens = event["tokens_seen"]
         elif event.get("event") == "finished":
             loop_s = event["elapsed_s"]
-        elif event.get("event") == "message" and "packing: on" in event.get("text", ""):
+        elif event.get("event") == "message" and ("packing: on" in event.get("text", "")
+                                                  or "chose on" in event.get("text", "")):
             packed = True
     return tokens, loop_s, packed
 
