@@ -78,7 +78,7 @@ class EvalView(QWidget):
         ml.addWidget(self.matrix_title)
         ml.addWidget(self.matrix_plot)
         self.matrix_box = matrix_box
-        matrix_box.setMaximumWidth(440)
+        matrix_box.setMaximumWidth(320)
         matrix_box.hide()
 
         layout = QHBoxLayout(self)
@@ -89,6 +89,7 @@ class EvalView(QWidget):
         ll.addWidget(self.empty)
         ll.addWidget(self.plot)
         self.plot.hide()
+        left.setMinimumWidth(240)
         layout.addWidget(left, 3)
         layout.addWidget(matrix_box, 2)
 
