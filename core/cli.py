@@ -226,6 +226,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "graftlab.core.generate",
     "graftlab.core.eval_command",
     "graftlab.core.runs_command",
+    "graftlab.core.export_command",
 )
 
 
