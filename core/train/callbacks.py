@@ -107,6 +107,7 @@ class SessionCallback(TrainerCallback):
         self._norms_cost = 0.0
         self._norms_step = -1
         self.samples_cost = 0.0
+        self._last_samples_cost = 0.0  # the latest round of samples, to project the next
         self.eval_cost = 0.0
         self._samples_skipped = False
         self.diverged: str | None = None
@@ -181,13 +182,15 @@ class SessionCallback(TrainerCallback):
     def _emit_samples(self, step: int) -> None:
         """The sample prompts answered by the current adapter (greedy, capped length).
 
-        Skipped, with one message the first time, while their total cost would exceed
-        ``training.sample_max_share`` (5 % by default) of training time.
+        Skipped, with one message the first time, while their total cost, with the next round
+        counted at the cost of the last one, would exceed ``training.sample_max_share`` (5 % by
+        default) of training time. The first round always runs: its cost is not known before.
         """
         t = self.session.cfg.training
         if not t.sample_every or not t.sample_prompts or step % t.sample_every:
             return
-        if self.samples_cost > t.sample_max_share * self.active_seconds():
+        if self.samples_cost + self._last_samples_cost > \
+                t.sample_max_share * self.active_seconds():
             if not self._samples_skipped:
                 self._samples_skipped = True
                 self.session.emit(Message(
@@ -202,7 +205,8 @@ class SessionCallback(TrainerCallback):
             text = sample_text(self.session.model, self.session.tokenizer, self.session.task,
                                prompt, t.sample_max_new_tokens)
             self.session.emit(Sample(step, prompt, text))
-        self.samples_cost += monotonic() - start
+        self._last_samples_cost = monotonic() - start
+        self.samples_cost += self._last_samples_cost
 
     def evaluate_now(self, step: int) -> None:
         """Score the adapted model on the eval split (an Eval event); the time is counted."""
