@@ -93,3 +93,21 @@ def _save_peft(out, arch="llama", layers=2, seed=0, **lora_kwargs):
 def save_peft():
     """save_peft(out, arch="llama", layers=2, seed=0, **LoraConfig kwargs) -> PeftModel."""
     return _save_peft
+
+
+@pytest.fixture
+def no_orphans(tmp_path):
+    """A failing test never leaves a detached run training: kill what is live under tmp_path."""
+    yield
+    import contextlib
+    import os
+    import signal
+
+    from graftlab.core.process.attached import live_runs
+    from graftlab.core.train.live import read_live
+
+    for run in live_runs([tmp_path], depth=3):
+        pid = read_live(run).get("pid")
+        if isinstance(pid, int):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

@@ -53,6 +53,8 @@ class AttachedSession(RunControl):
         self._live_seen = False
         self._lock = threading.Lock()
         self._saving = False
+        self._request: Path | None = None  # the run.yaml this session wrote for a start
+        self._proc: Any = None  # the detached process this session started
 
     # control (any thread)
     def request_pause(self) -> None:
@@ -106,8 +108,6 @@ class AttachedSession(RunControl):
     def run(self) -> Any:
         from graftlab.core.train.session import RunResult
 
-        self._request: Path | None = None
-        self._proc: Any = None
         if not self.attach:
             self._start()
         elif not is_live(self.run_dir):

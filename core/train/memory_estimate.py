@@ -139,6 +139,11 @@ def _per_token_layer(dims: ModelDims, tree: ModuleTree, plan: AdapterPlan) -> fl
     return units + extra
 
 
+def verdict_for(total: int, free: int) -> str:
+    """fits below 80 % of the free memory, tight below 100 %, else will not fit."""
+    return "fits" if total < 0.8 * free else "tight" if total < free else "will not fit"
+
+
 def _device_memory(device: str) -> tuple[int, int]:
     """(total, free) bytes of system RAM; the GPU's come from the accelerator probe."""
     import psutil
@@ -219,8 +224,7 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
         dev_total, dev_free = accel.total_bytes, accel.free_bytes
     else:
         dev_total, dev_free = _device_memory(device)
-    verdict = ("fits" if total < 0.8 * dev_free else "tight" if total < dev_free
-               else "will not fit")
+    verdict = verdict_for(total, dev_free)
     notes = [f"hidden {dims.hidden}, layers {dims.layers}, ffn {dims.ffn}, vocab {dims.vocab}, "
              f"batch {b} × {s} tokens, {precision} on {device}"]
     if device == "cuda":

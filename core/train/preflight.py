@@ -23,7 +23,12 @@ from graftlab.core.config import RunConfig
 from graftlab.core.data.packing import PackingDecision, decide_packing
 from graftlab.core.model.module_tree import ModuleTree
 from graftlab.core.train.device import Accelerator
-from graftlab.core.train.memory_estimate import MemoryEstimate, estimate_memory, model_dims
+from graftlab.core.train.memory_estimate import (
+    MemoryEstimate,
+    estimate_memory,
+    model_dims,
+    verdict_for,
+)
 
 FREE_MEMORY_ENV = "GRAFTLAB_FREE_MEMORY"  # bytes; overrides the device's free memory (tests)
 _LENGTH_SAMPLE = 20_000
@@ -164,8 +169,7 @@ def memory_for(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan, device: str,
     override = os.environ.get(FREE_MEMORY_ENV)
     if override:
         est.device_free = int(float(override))
-        est.verdict = ("fits" if est.total < 0.8 * est.device_free else "tight"
-                       if est.total < est.device_free else "will not fit")
+        est.verdict = verdict_for(est.total, est.device_free)
     return est
 
 

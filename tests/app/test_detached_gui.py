@@ -4,7 +4,6 @@ live), pause and stop it from there."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
@@ -14,23 +13,6 @@ from graftlab.core.train.live import is_live, run_status
 from gui_waits import open_model
 
 pytest_plugins = ["gui_helpers"]  # fixtures: qsettings, make_window
-
-
-@pytest.fixture
-def no_orphans(tmp_path):
-    """A failing test never leaves a detached run training: kill what is live under tmp_path."""
-    yield
-    import os
-    import signal
-
-    from graftlab.core.process.attached import live_runs
-    from graftlab.core.train.live import read_live
-
-    for run in live_runs([tmp_path], depth=3):
-        pid = read_live(run).get("pid")
-        if isinstance(pid, int):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ and `graftlab train --detach` with `status`, `pause`, `continue`, `stop` and `--
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -116,23 +115,6 @@ def test_status_of_a_started_process_before_it_locks(tmp_path):
 def test_status_refuses_a_folder_without_a_run(tmp_path):
     with pytest.raises(UserError, match="not a Graftlab run folder"):
         run_status(tmp_path)
-
-
-@pytest.fixture
-def no_orphans(tmp_path):
-    """A failing test never leaves a detached run training: kill what is live under tmp_path."""
-    yield
-    import os
-    import signal
-
-    from graftlab.core.process.attached import live_runs
-    from graftlab.core.train.live import read_live
-
-    for run in live_runs([tmp_path], depth=3):
-        pid = read_live(run).get("pid")
-        if isinstance(pid, int):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
 
 # ---- the command line, end to end -------------------------------------------------------------
