@@ -88,7 +88,7 @@ class RunController(QObject):
 
         self._runner.start(cfg, resume, AttachedSession if keep_running else None)
         self._resume_after_snapshot = False
-        self._sync_phase()
+        self._announce_starting()
 
     def attach(self, run_dir: str | Path) -> RunConfig:
         """Follow the run training in `run_dir` now (plots from its metrics.jsonl, then live;
@@ -99,7 +99,7 @@ class RunController(QObject):
         cfg.training.output_dir = str(run_dir)
         self._runner.start(cfg, False, ReattachedSession)
         self._resume_after_snapshot = False
-        self._sync_phase()
+        self._announce_starting()
         return cfg
 
     def leave(self) -> None:
@@ -158,6 +158,13 @@ class RunController(QObject):
         return self._snapshot_call.wait(timeout_ms) and joined
 
     # ---- runner and snapshot signals ----------------------------------------------------------
+    def _announce_starting(self) -> None:
+        # Panels always see STARTING first, even when the worker thread has already moved the
+        # lifecycle on (a fast session can be running before start() returns).
+        self._shown = RunPhase.STARTING
+        self.phase_changed.emit(RunPhase.STARTING)
+        self._sync_phase()
+
     def _sync_phase(self) -> None:
         phase = self.phase()
         if phase is not self._shown:
