@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from graftlab.core.errors import UserError
@@ -80,52 +81,84 @@ def cmd_train(args: argparse.Namespace) -> int:
     from graftlab.core.train.session import TrainingSession
 
     if args.resume:
-        from pathlib import Path
-
         run_dir = Path(args.resume)
         if not (run_dir / "run.yaml").is_file():
             raise UserError(f"{run_dir} is not a Graftlab run folder (no run.yaml); pass the "
                             "folder a run was written to.")
         cfg = RunConfig.load(run_dir / "run.yaml")
         cfg.training.output_dir = str(run_dir)
-        if args.max_steps is not None:
-            cfg.training.max_steps = args.max_steps
-        if args.detach:
-            return _detach(args, run_dir)
-        return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=True,
-                                            strict=args.strict))
-    if not args.run:
+    elif not args.run:
         raise UserError("no run file given; use `graftlab train RUN.yaml` or "
                         "`graftlab train --resume RUN_DIR`.")
-    cfg = RunConfig.load(args.run)
-    if args.output:
-        cfg.training.output_dir = args.output
+    else:
+        cfg = RunConfig.load(args.run)
+        if args.output:
+            cfg.training.output_dir = args.output
     if args.max_steps is not None:
         cfg.training.max_steps = args.max_steps
-    validate(cfg, args.run)
+    validate(cfg, args.resume or args.run)
+    resume = bool(args.resume)
     if args.detach:
-        from pathlib import Path
-
         from graftlab.core.train.run_dir import check_run_dir
 
-        return _detach(args, check_run_dir(Path(cfg.training.output_dir).absolute()))
-    return _run_session(TrainingSession(cfg, [ProgressPrinter()], strict=args.strict))
+        run_dir = Path(cfg.training.output_dir).absolute()
+        return _detach(args, run_dir if resume else check_run_dir(run_dir))
+    launch = _launch_of(args, cfg)
+    if launch is not None:  # several processes: torchrun runs this command once per rank
+        from graftlab.core.train.launch import run_torchrun
+
+        cfg.training.processes = launch.nproc
+        if launch.node_rank == 0:  # bad input fails here, before any process starts
+            TrainingSession(cfg, [ProgressPrinter()], resume=resume,
+                            strict=args.strict).check(claim=False)
+        return run_torchrun(launch, _rank_argv(args, Path(cfg.training.output_dir).absolute()))
+    return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=resume,
+                                        strict=args.strict))
 
 
-def _detach(args: argparse.Namespace, run_dir: Any) -> int:
-    """`--detach`: the same command, minus the flag, in its own session."""
-    from graftlab.core.live_commands import start_detached
+def _launch_of(args: argparse.Namespace, cfg: Any) -> Any:
+    """The torchrun job to start, or None: one process, or already one rank of a job."""
+    from graftlab.core.train.distributed import under_launcher
+    from graftlab.core.train.launch import Launch, check_launch
 
+    if under_launcher():
+        return None
+    launch = Launch(args.nproc or cfg.training.processes, args.nnodes, args.node_rank,
+                    args.rdzv_endpoint)
+    if not launch.wanted:
+        return None
+    check_launch(launch)
+    return launch
+
+
+def _rank_argv(args: argparse.Namespace, run_dir: Any) -> list[str]:
+    """`train ...` as each rank (or the detached process) runs it: the same run, one folder."""
     argv = ["train", *(["--resume", str(run_dir)] if args.resume else
-                       [str(args.run), "--output", str(run_dir)])]
+                       [str(Path(args.run).absolute()), "--output", str(run_dir)])]
     if args.max_steps is not None:
         argv += ["--max-steps", str(args.max_steps)]
     if args.strict:
         argv.append("--strict")
+    return argv
+
+
+def _detach(args: argparse.Namespace, run_dir: Any) -> int:
+    """`--detach`: the same command, minus the flag, in its own session (with its launch
+    flags: the detached process starts torchrun itself)."""
+    from graftlab.core.live_commands import start_detached
+
+    argv = _rank_argv(args, run_dir)
+    if args.nproc:
+        argv += ["--nproc", str(args.nproc)]
+    if args.nnodes > 1:
+        argv += ["--nnodes", str(args.nnodes), "--node-rank", str(args.node_rank),
+                 "--rdzv-endpoint", str(args.rdzv_endpoint)]
     return start_detached(argv, run_dir)
 
 
 def _run_session(session: Any) -> int:
+    from graftlab.core.train.distributed import is_main
+
     def on_sigint(signum: int, frame: Any) -> None:  # first Ctrl+C: stop after this step, save
         if session.stop_requested:
             raise KeyboardInterrupt
@@ -137,7 +170,8 @@ def _run_session(session: Any) -> int:
         result = session.run()
     finally:
         signal.signal(signal.SIGINT, old)
-    print(f"run folder: {result.run_dir}")
+    if is_main():  # one line for a torchrun job, not one per process
+        print(f"run folder: {result.run_dir}")
     return 0
 
 
@@ -247,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detach", action="store_true", help="train in the background (it outlives "
                    "the terminal; output in RUN/train.log) and return at once, printing the run "
                    "folder; control it with `graftlab status|pause|continue|stop RUN`")
+    g = p.add_argument_group("several processes (torchrun; also from `training.processes`)")
+    g.add_argument("--nproc", type=int, help="training processes on this machine, one per GPU "
+                   "(data-parallel; starts torchrun)")
+    g.add_argument("--nnodes", type=int, default=1, help="machines in the job (the same line "
+                   "runs on each)")
+    g.add_argument("--node-rank", type=int, default=0, help="this machine's number, 0 to "
+                   "NNODES-1 (0 on the --rdzv-endpoint machine)")
+    g.add_argument("--rdzv-endpoint", help="HOST:PORT of machine 0, the same on every machine")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("inspect", help="list a model's modules and what LoRA can wrap")
     p.add_argument("model", help="model folder, config.json, cached hub id, or demo:<name>")

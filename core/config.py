@@ -29,6 +29,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 PACKING = ("auto", "on", "off")
 BASE_EVAL = ("auto", "on", "off")
+DISTRIBUTED = ("ddp", "fsdp")
 # Experiment trackers the Trainer reports to: (training.report_to value, module to import).
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio",
             "wandb": "wandb"}
@@ -178,6 +179,13 @@ class TrainingConfig:
     torch_compile: bool = False
     """Compile the model with ``torch.compile``. Off by default: turn it on only where a
     measurement shows it wins (compile time is paid at the start of every run)."""
+    processes: int = 1
+    """Training processes on this machine (one per GPU). Above 1, ``graftlab train`` starts
+    ``torchrun`` with this many processes (data-parallel); under an outside ``torchrun`` or
+    ``accelerate launch``, their process count wins."""
+    distributed: str = "ddp"
+    """With several processes: ``ddp`` (each holds the whole model, gradients are averaged) or
+    ``fsdp`` (parameters sharded by decoder layer, for models that do not fit one GPU)."""
 
 
 @dataclass
@@ -372,6 +380,10 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
     for i, name in enumerate(t.report_to):
         _require(name in TRACKERS, f"{where}: `training.report_to[{i}]` is {name!r}; use "
                  f"any of {', '.join(TRACKERS)} (or an empty list).", "training.report_to")
+    _require(t.processes >= 1, f"{where}: `training.processes` is {t.processes}; use 1 or "
+             "more (one per GPU).", "training.processes")
+    _require(t.distributed in DISTRIBUTED, f"{where}: `training.distributed` is "
+             f"{t.distributed!r}; use one of {', '.join(DISTRIBUTED)}.", "training.distributed")
     _require(isinstance(t.torch_compile, bool), f"{where}: `training.torch_compile` must be "
              "true or false.", "training.torch_compile")
     _require(bool(t.output_dir.strip()), f"{where}: `training.output_dir` is empty; set a "

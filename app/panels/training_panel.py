@@ -18,7 +18,14 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from graftlab.core.config import DEVICES, PACKING, PRECISIONS, SCHEDULERS, TrainingConfig
+from graftlab.core.config import (
+    DEVICES,
+    DISTRIBUTED,
+    PACKING,
+    PRECISIONS,
+    SCHEDULERS,
+    TrainingConfig,
+)
 from graftlab.core.errors import UserError
 from graftlab.core.train.device import CPU_ONLY, Accelerator, decide
 from graftlab.core.train.events import Event, Failed, Finished, Paused, Resumed, Started, Step
@@ -48,7 +55,7 @@ if TYPE_CHECKING:
 
 P = RunPhase
 BASIC = ("max_steps", "epochs", "batch_size", "learning_rate", "scheduler", "device",
-         "precision", "output_dir")
+         "precision", "processes", "output_dir")
 INT_MAX = 2_000_000_000
 
 
@@ -181,7 +188,7 @@ class TrainingPanel(QWidget):
     def _make_editor(self, name: str) -> QWidget:
         default = getattr(TrainingConfig(), name)
         choices = {"scheduler": SCHEDULERS, "device": DEVICES, "precision": PRECISIONS,
-                   "packing": PACKING, "chunked_loss": PACKING}
+                   "packing": PACKING, "chunked_loss": PACKING, "distributed": DISTRIBUTED}
         if name in choices:
             combo = QComboBox()
             combo.addItems(list(choices[name]))
@@ -199,8 +206,10 @@ class TrainingPanel(QWidget):
                 spin.setMinimum(-1)
                 spin.setSpecialValueText("by epochs")  # -1: train for `epochs` instead
             elif name in ("batch_size", "gradient_accumulation", "logging_steps",
-                          "checkpoint_limit"):
+                          "checkpoint_limit", "processes"):
                 spin.setMinimum(1)
+            if name == "processes":  # above 1: the window starts torchrun (one rank per GPU)
+                spin.setMaximum(256)
             if name in ("eval_steps", "checkpoint_every"):
                 spin.setSpecialValueText("off" if name == "checkpoint_every" else "at end")
             return spin

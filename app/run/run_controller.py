@@ -84,9 +84,11 @@ class RunController(QObject):
     def start(self, cfg: RunConfig, resume: bool = False, keep_running: bool = False) -> None:
         """Run `cfg` (`resume`: continue its run folder from the latest checkpoint);
         `keep_running`: as a detached run that goes on when the window closes."""
-        from graftlab.core.process.attached import AttachedSession
+        from graftlab.core.process.attached import AttachedSession, ProcessesSession
 
-        self._runner.start(cfg, resume, AttachedSession if keep_running else None)
+        session = AttachedSession if keep_running else (
+            ProcessesSession if cfg.training.processes > 1 else None)  # torchrun's rank 0
+        self._runner.start(cfg, resume, session)
         self._resume_after_snapshot = False
         self._announce_starting()
 

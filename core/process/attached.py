@@ -78,8 +78,11 @@ class AttachedSession(RunControl):
         return self._saving
 
     def snapshot_adapter(self, out_dir: str | Path, overwrite: bool = False) -> Any:
-        raise UserError("export while paused is not available for a run that keeps running "
-                        "on its own; stop it (its adapter is saved) or export a checkpoint.")
+        """Export while paused: the training process (rank 0 of a multi-process run) saves
+        its adapter to `out_dir`, asked through the run folder."""
+        from graftlab.core.train.live import request_export
+
+        return request_export(self.run_dir, out_dir, overwrite)
 
     def _send(self, cmd: str, save: bool = True) -> None:
         with self._lock:
@@ -190,6 +193,17 @@ class AttachedSession(RunControl):
             return event_from_dict(json.loads(line))
         except (ValueError, KeyError, TypeError):
             return None
+
+
+class ProcessesSession(AttachedSession):
+    """A run on several processes (`training.processes` above 1), started from the window.
+
+    `graftlab train` starts torchrun for it; rank 0 writes the run folder, which this session
+    follows and steers like a detached run's. Unlike one, it is stopped (with a save) when the
+    window closes.
+    """
+
+    keeps_running = False
 
 
 class ReattachedSession(AttachedSession):

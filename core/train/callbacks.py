@@ -9,6 +9,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from graftlab.core.config import RunConfig
+from graftlab.core.train.distributed import agree
 from graftlab.core.train.events import (
     Checkpoint,
     Message,
@@ -22,12 +23,14 @@ from graftlab.core.train.events import (
 )
 from transformers import TrainerCallback, TrainingArguments
 
+PAUSE_TICK_S = 0.5  # several processes: how often rank 0 tells the others a pause goes on
+
 if TYPE_CHECKING:
     from graftlab.core.train.session import TrainingSession
 
 
 def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: str,
-                       has_eval: bool) -> TrainingArguments:
+                       has_eval: bool, wrap_classes: list[str] | None = None) -> TrainingArguments:
     """Map run.yaml's training section onto TrainingArguments.
 
     GPU path: bf16 autocast when ``precision`` resolved to bf16 (the session loads the weights in
@@ -79,7 +82,24 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
         # and is transformers 5's default, so both devices get the same optimizer.
         optim="adamw_torch_fused",
         torch_compile=t.torch_compile,
+        **fsdp_arguments(cfg, wrap_classes),
     )
+
+
+def fsdp_arguments(cfg: RunConfig, wrap_classes: list[str] | None) -> dict[str, Any]:
+    """`training.distributed: fsdp` with several processes: the Trainer's FSDP, set the way LoRA
+    needs it: the original parameters kept (``use_orig_params``, so frozen and trainable tensors
+    can share a shard), one shard unit per decoder layer (`wrap_classes`, the model's
+    ``_no_split_modules``)."""
+    from graftlab.core.train.distributed import ranks
+
+    if cfg.training.distributed != "fsdp" or not ranks().many:
+        return {}
+    config: dict[str, Any] = {"use_orig_params": True, "sync_module_states": True,
+                              "cpu_ram_efficient_loading": False}
+    if wrap_classes:
+        config["transformer_layer_cls_to_wrap"] = list(wrap_classes)
+    return {"fsdp": "full_shard auto_wrap", "fsdp_config": config}
 
 
 def _rss_mb() -> float:
@@ -121,7 +141,8 @@ class SessionCallback(TrainerCallback):
         self._last_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
         self.session.emit(dataclasses.replace(self.started, total_steps=state.max_steps,
                                               start_step=state.global_step))
-        self.session.base_eval()  # after Started: a view that clears on Started keeps it
+        if self.session.ranks.main:  # rank 0 scores; the others wait at the first step
+            self.session.base_eval()  # after Started: a view that clears on Started keeps it
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kwargs: Any) -> None:
@@ -216,7 +237,8 @@ class SessionCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step
-        if self.session.cfg.training.update_norms_every and step and step != self._norms_step:
+        if self.session.cfg.training.update_norms_every and step and step != self._norms_step \
+                and self.session.ranks.main:
             from graftlab.core.adapter.update_norms import relative_update_sizes
 
             self.session.emit(UpdateNorms(step, relative_update_sizes(self.session.model)))
@@ -224,28 +246,58 @@ class SessionCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         session = self.session
         step = state.global_step
-        self._emit_update_norms(step)
-        self._emit_samples(step)
-        every = session.cfg.training.eval_steps
-        if session.has_eval and every and step % every == 0 and not session.stop_requested:
-            self.evaluate_now(step)
-            self.evaluated_at_end = step >= state.max_steps
-        if session.paused and not session.stop_requested:
-            session.emit(Paused(state.global_step))
-            t = monotonic()
-            session.wait_while_paused()  # marks the run blocked; snapshots wait for that
-            self._paused_total += monotonic() - t
-            if not session.stop_requested:
-                session.emit(Resumed(state.global_step))
-        t = self.session.cfg.training
-        if (t.checkpoint_every and state.global_step % t.checkpoint_every == 0) or (
+        main = session.ranks.main
+        if main:  # extras on rank 0 alone; the other ranks wait for it in `agree` below
+            self._emit_update_norms(step)
+            self._emit_samples(step)
+            every = session.cfg.training.eval_steps
+            if session.has_eval and every and step % every == 0 and not session.stop_requested:
+                self.evaluate_now(step)
+                self.evaluated_at_end = step >= state.max_steps
+        t = session.cfg.training
+        save = bool((t.checkpoint_every and step % t.checkpoint_every == 0) or (
             t.checkpoint_minutes
-            and self.active_seconds() - self._last_checkpoint >= 60 * t.checkpoint_minutes
-        ):
+            and self.active_seconds() - self._last_checkpoint >= 60 * t.checkpoint_minutes))
+        pause = session.paused and not session.stop_requested
+        # Rank 0's decisions (its clock, its control requests) hold on every rank.
+        pause, save, stop, keep = agree([pause, save, session.stop_requested,
+                                         session.save_on_stop])
+        if stop and not session.stop_requested:
+            session.request_stop(save=bool(keep))
+        if pause:
+            stop = self._pause(step) or stop
+        if save:
             control.should_save = True
-        if session.stop_requested:
+        if stop:
             control.should_training_stop = True
             control.should_save = True  # a stopped run can always be resumed
         if control.should_save:
             session.emit(Saving(state.global_step, "checkpoint"))
         return control
+
+    def _pause(self, step: int) -> bool:
+        """Block between steps until resumed or stopped (returns True: stopped); paused time
+        is not training time.
+
+        With several processes, rank 0 waits for the request and tells the others twice a
+        second whether the pause goes on, so every rank leaves it at once (and no collective
+        waits long enough to time out, however long the pause)."""
+        session = self.session
+        session.emit(Paused(step))
+        t = monotonic()
+        stop = False
+        if not session.ranks.many:
+            session.wait_while_paused()  # marks the run blocked; snapshots wait for that
+            stop = session.stop_requested
+        else:
+            over = False
+            while not over:
+                if session.ranks.main:
+                    over = session.wait_while_paused(PAUSE_TICK_S)
+                over, stop, keep = agree([over, session.stop_requested, session.save_on_stop])
+                if stop and not session.stop_requested:
+                    session.request_stop(save=bool(keep))
+        self._paused_total += monotonic() - t
+        if not stop:
+            session.emit(Resumed(step))
+        return bool(stop)

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,26 +85,44 @@ def rotate(root: Path, keep: int) -> None:
 
 def save_atomically(trainer: Any, model: Any, trial: Any, save: Any, root: Path,
                     keep: int) -> Path:
-    """Run Trainer's checkpoint writer (`save`) into a staging folder, then publish it."""
+    """Run Trainer's checkpoint writer (`save`) into a staging folder, then publish it.
+
+    With several processes every rank writes into the same staging folder (its RNG state;
+    rank 0 also the adapter, optimizer and trainer state): rank 0 makes the folder and, once
+    all ranks are done, marks, renames and rotates; barriers keep the ranks in step.
+    """
+    from graftlab.core.train import distributed
+
+    main = distributed.is_main()
     step = trainer.state.global_step
     final = root / f"checkpoint-{step}"
-    if verify(final) is not None:  # e.g. a stop right after a periodic checkpoint
+    done = distributed.agree([verify(final) is not None if main else False])[0]
+    if done:  # e.g. a stop right after a periodic checkpoint
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    staging = root / f".staging-{step}"  # one name that every rank knows
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)  # a leftover of a killed run (ours)
+        staging.mkdir()
+    distributed.barrier()
     trainer._graftlab_staging = staging
     try:
         save(model, trial)
-        folder = staging / final.name
-        write_marker(folder, step, trainer.state.max_steps)
-        fsync_tree(folder)
-        if final.exists():  # an incomplete leftover from a crash
-            shutil.rmtree(final)
-        os.replace(folder, final)
+        distributed.barrier()  # every rank's files are in the staging folder
+        if main:
+            folder = staging / final.name
+            write_marker(folder, step, trainer.state.max_steps)
+            fsync_tree(folder)
+            if final.exists():  # an incomplete leftover from a crash
+                shutil.rmtree(final)
+            os.replace(folder, final)
     finally:
         trainer._graftlab_staging = None
-        shutil.rmtree(staging, ignore_errors=True)
-    rotate(root, keep)
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+    if main:
+        rotate(root, keep)
+    distributed.barrier()  # published before any rank trains on
     return final
 
 

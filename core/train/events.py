@@ -38,6 +38,8 @@ class Started(Event):
     precision: str
     num_examples: int
     start_step: int = 0
+    world_size: int = 1
+    """Training processes (data-parallel ranks); tokens/s counts all of them."""
 
 
 @dataclass

@@ -182,13 +182,15 @@ class RunControl:
     def save_on_stop(self) -> bool:
         return self._save_on_stop
 
-    def wait_while_paused(self) -> None:
-        """Block the running thread at its pause point until resumed or stopped.
+    def wait_while_paused(self, timeout_s: float | None = None) -> bool:
+        """Block the running thread at its pause point until resumed or stopped (or for at
+        most `timeout_s`); True when the pause is over.
 
         Only here does the phase become PAUSED, so PAUSED means "really blocked between steps".
         """
-        self.lifecycle.apply(_PAUSE_POINT)
-        self.lifecycle.wait_while(P.PAUSED)
+        if self.phase is P.PAUSING:
+            self.lifecycle.apply(_PAUSE_POINT)
+        return self.lifecycle.wait_while(P.PAUSED, timeout_s)
 
     @property
     def blocked(self) -> bool:

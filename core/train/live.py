@@ -12,7 +12,9 @@ While a training process runs, it keeps three small files in its run folder:
     rewritten (atomically) on every phase change; ``metrics_offset`` is the size metrics.jsonl
     had when this process began appending to it (after a resume's truncation).
 ``control.json``
-    written by ``graftlab pause|continue|stop DIR`` (or the window): ``{"seq", "cmd", "save"}``.
+    written by ``graftlab pause|continue|stop DIR`` (or the window): ``{"seq", "cmd", "save"}``,
+    or ``{"seq", "cmd": "export", "path", "overwrite"}`` to save the adapter of a paused run
+    (the answer, ``{"seq", "files"}`` or ``{"seq", "error"}``, goes to ``export.json``).
     The training process polls it a few times a second (also while paused) and acts on each new
     ``seq`` once. A control file not owned by the training process's user is ignored, and the
     folder's owner is checked before one is written: only the user who owns a run controls it.
@@ -41,6 +43,7 @@ from graftlab.core.train.lifecycle import RunControl, RunPhase
 LOCK_NAME = ".graftlab-live.lock"
 LIVE_NAME = "live.json"
 CONTROL_NAME = "control.json"
+EXPORT_NAME = "export.json"
 POLL_S = 0.2
 COMMANDS = ("pause", "continue", "stop")
 STATES = ("running", "paused", "stopping", "stopped", "finished", "failed", "killed")
@@ -167,7 +170,25 @@ class LivePresence:
             self.control.request_resume()
         elif cmd == "stop":
             self.control.request_stop(save=bool(request.get("save", True)))
-        return cmd in COMMANDS
+        elif cmd == "export":
+            threading.Thread(target=self._export, args=(seq, request), daemon=True,
+                             name="graftlab-export").start()
+        return cmd in (*COMMANDS, "export")
+
+    def _export(self, seq: int, request: dict[str, Any]) -> None:
+        """Save the paused run's adapter where the request says; the answer in export.json."""
+        answer: dict[str, Any] = {"seq": seq}
+        try:
+            snapshot = getattr(self.control, "snapshot_adapter", None)
+            if snapshot is None or not isinstance(request.get("path"), str):
+                raise UserError("this run cannot export its adapter while paused.")
+            files = snapshot(request["path"], bool(request.get("overwrite", False)))
+            answer["files"] = [[str(p), int(n)] for p, n in files]
+        except UserError as exc:
+            answer["error"] = exc.message
+        except Exception as exc:  # the run goes on; the asker gets the reason
+            answer["error"] = f"the adapter could not be saved ({exc})."
+        atomic_write_text(self.run_dir / EXPORT_NAME, json.dumps(answer), mode=0o600)
 
     def close(self) -> None:
         """The run is over: write the final phase, stop polling, release the lock."""
@@ -316,9 +337,11 @@ def _log_error(run_dir: Path) -> str | None:
     return None
 
 
-def send_control(run_dir: str | Path, cmd: str, save: bool = True) -> RunStatus:
-    """Ask the live run in `run_dir` to pause, continue or stop; returns its status before."""
-    if cmd not in COMMANDS:
+def send_control(run_dir: str | Path, cmd: str, save: bool = True,
+                 **extra: Any) -> RunStatus:
+    """Ask the live run in `run_dir` to pause, continue or stop (or export, with `extra`
+    ``path`` and ``overwrite``); returns its status before."""
+    if cmd not in (*COMMANDS, "export"):
         raise UserError(f"unknown run command {cmd!r}; use one of {', '.join(COMMANDS)}.")
     run_dir = Path(run_dir).expanduser()
     status = run_status(run_dir)
@@ -333,8 +356,35 @@ def send_control(run_dir: str | Path, cmd: str, save: bool = True) -> RunStatus:
     previous = _read_json(path) or {}
     seq = int(previous.get("seq", 0) or 0) + 1
     atomic_write_text(path, json.dumps({"seq": seq, "cmd": cmd, "save": save, "pid": os.getpid(),
-                                        "at": time.time()}), mode=0o600)  # the owner's alone
+                                        "at": time.time(), **extra}), mode=0o600)  # owner's
     return status
+
+
+def request_export(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False,
+                   timeout_s: float = 120.0) -> list[tuple[Path, int]]:
+    """Have the paused run in `run_dir` save its adapter to `out_dir` (the training process
+    writes it, as an export from the window would); returns the files written."""
+    run_dir = Path(run_dir).expanduser()
+    status = run_status(run_dir)
+    if status.state != "paused":
+        raise UserError(f"the run in {run_dir} is {status.state}; pause it before exporting its "
+                        "adapter mid-training.")
+    before = (_read_json(run_dir / CONTROL_NAME) or {}).get("seq", 0) or 0
+    send_control(run_dir, "export", path=str(Path(out_dir).expanduser().absolute()),
+                 overwrite=overwrite)
+    seq = int(before) + 1
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = _read_json(run_dir / EXPORT_NAME) or {}
+        if answer.get("seq") == seq:
+            if answer.get("error"):
+                raise UserError(str(answer["error"]))
+            return [(Path(p), int(n)) for p, n in answer.get("files", [])]
+        if not is_live(run_dir):
+            break
+        time.sleep(0.05)
+    raise UserError(f"the run in {run_dir} did not answer the export within {timeout_s:g} s; "
+                    "check that it is still paused, then try again.")
 
 
 def wait_for_state(run_dir: str | Path, states: set[str], timeout_s: float) -> RunStatus:

@@ -7,7 +7,6 @@ then are weights loaded. Every step emits plain events to the sinks (GUI, CLI, m
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from graftlab.core.model.loading import (
 )
 from graftlab.core.model.module_tree import ModuleTree, build_tree
 from graftlab.core.model.sources import resolve_source
+from graftlab.core.train import distributed
 from graftlab.core.train.checkpoints import CheckpointInfo
 from graftlab.core.train.device import pick_device_and_precision
 from graftlab.core.train.events import (
@@ -115,6 +115,9 @@ class TrainingSession(RunControl):
         active training time, extras included)."""
         self.live: LivePresence | None = None  # the lock, live.json and control.json
         self.tree: ModuleTree | None = None
+        self.ranks = distributed.ranks()
+        """This process's place in a torchrun / accelerate job; only rank 0 (`ranks.main`)
+        writes the run folder and reports events."""
 
     @property
     def has_eval(self) -> bool:
@@ -147,7 +150,7 @@ class TrainingSession(RunControl):
     def _go_live(self) -> None:
         """Hold the run folder's lock and obey its control file from now until the end (only
         the first process of a torchrun job: the others follow it)."""
-        if self.live is None and os.environ.get("RANK", "0") == "0":
+        if self.live is None and self.ranks.main:
             self.live = LivePresence(self.run_dir, self)
             try:
                 self.live.open()
@@ -165,6 +168,10 @@ class TrainingSession(RunControl):
         """
         from graftlab.core.adapter.export import save_adapter
 
+        if self.fsdp:
+            raise UserError("export while paused is not available with `training.distributed: "
+                            "fsdp` (the model is sharded across the processes); stop the run, "
+                            "which saves its adapter.")
         if self.model is None:
             raise UserError("the model is not loaded yet; wait for the first step, then pause "
                             "and export.")
@@ -180,6 +187,8 @@ class TrainingSession(RunControl):
 
     def emit(self, event: Event) -> None:
         self.lifecycle.apply(event)  # Started, Paused, Finished and Failed move the phase
+        if not self.ranks.main:  # rank 0 reports for the whole job
+            return
         if self.live is not None and isinstance(event, Step | Failed):
             if isinstance(event, Step):
                 self.live.step = event.step
@@ -196,12 +205,21 @@ class TrainingSession(RunControl):
         from graftlab.core.train.run_dir import prepare_run_dir, write_resolved_run
 
         assert self.plan is not None
+        if not self.ranks.main:  # rank 0 writes the folder; the barrier after waits for it
+            self.run_dir = Path(self.cfg.training.output_dir).expanduser()
+            return
         if checkpoint is not None:
             truncate_metrics(self.run_dir / "metrics.jsonl", checkpoint.step)
         else:
             self.run_dir = prepare_run_dir(self.cfg.training.output_dir)
             self._go_live()
-            write_resolved_run(self.run_dir, self.cfg, self.plan, task)
+            cfg = self.cfg
+            if self.ranks.many:  # as launched: a resume starts the same number again
+                import dataclasses
+
+                cfg = dataclasses.replace(cfg, training=dataclasses.replace(
+                    cfg.training, processes=self.ranks.local_world_size))
+            write_resolved_run(self.run_dir, cfg, self.plan, task)
         metrics = self.run_dir / "metrics.jsonl"
         if self.live is not None:  # where this process's lines begin, for attached readers
             self.live.metrics_offset = metrics.stat().st_size if metrics.exists() else 0
@@ -260,38 +278,90 @@ class TrainingSession(RunControl):
         return True
 
     def _check_stop(self) -> None:
-        if self.stop_requested:
+        # Several processes stop together, at a step end (SessionCallback agrees on it): rank 0
+        # alone reads the requests, and leaving before the others would strand them.
+        if self.stop_requested and not self.ranks.many:
             raise RunStopped
 
     # ---- the run --------------------------------------------------------------------------
-    def run(self) -> RunResult:
+    def check(self, claim: bool = True) -> CheckpointInfo | None:
+        """Everything that can be refused before a weight is loaded: the resume point, the
+        module tree and adapter plan, compatibility (`strict`), trackers, the weight files and
+        the run folder. Returns the checkpoint to resume from. `claim`: also take the run
+        folder's lock (the training process does; the launcher of a multi-process run calls
+        this first with `claim=False`, so bad input fails before any process starts)."""
+        from graftlab.core.config import check_trackers
         from graftlab.core.train.checkpoints import latest_checkpoint
         from graftlab.core.train.run_dir import check_run_dir
 
         cfg = self.cfg
-        quiet_libraries()
-        try:
-            checkpoint = None
-            if self.resume:  # fail fast on a folder that cannot be resumed
-                self.run_dir = Path(cfg.training.output_dir)
-                checkpoint = latest_checkpoint(self.run_dir)
+        checkpoint = None
+        if self.resume:  # fail fast on a folder that cannot be resumed
+            self.run_dir = Path(cfg.training.output_dir)
+            checkpoint = latest_checkpoint(self.run_dir)
+            steps = cfg.training.max_steps
+            if 0 < steps <= checkpoint.step:
+                raise UserError(f"{self.run_dir} already trained {checkpoint.step} of "
+                                f"{steps} steps; pass a larger --max-steps to train on "
+                                "(its adapter is kept as it is).", field="resume")
+            if claim:
                 self._go_live()  # refuses a folder another process still trains in
-            tree = self.tree = module_tree_for(cfg)
-            self.plan = plan_adapter(tree, cfg.adapter)
-            for w in self.plan.warnings:
-                self.emit(Message(w, "warning"))
-            self._check_compat(tree)
-            from graftlab.core.config import check_trackers
+        self._check_fsdp()
+        tree = self.tree = module_tree_for(cfg)
+        self.plan = plan_adapter(tree, cfg.adapter)
+        for w in self.plan.warnings:
+            self.emit(Message(w, "warning"))
+        self._check_compat(tree)
+        check_trackers(cfg)  # a missing tracker package: one sentence, before any weight
+        check_weights(resolve_source(cfg.model.source, cfg.model.trust_remote_code),
+                      cfg.model.allow_pickle_weights)
+        if checkpoint is None and self.ranks.main:  # the others never write it
+            check_run_dir(cfg.training.output_dir)  # fail before loading anything
+            if claim and self.run_dir.is_dir():  # made beforehand (a detached run's log)
+                self._go_live()
+        return checkpoint
 
-            check_trackers(cfg)  # a missing tracker package: one sentence, before any weight
-            check_weights(resolve_source(cfg.model.source, cfg.model.trust_remote_code),
-                          cfg.model.allow_pickle_weights)
-            if checkpoint is None:
-                check_run_dir(cfg.training.output_dir)  # fail before loading anything
-                if self.run_dir.is_dir():  # made beforehand (a detached run's log is there)
-                    self._go_live()
+    @property
+    def fsdp(self) -> bool:
+        """Sharded training: `training.distributed: fsdp` with several processes."""
+        return self.cfg.training.distributed == "fsdp" and (
+            self.ranks.many or self.cfg.training.processes > 1)
+
+    def _check_fsdp(self) -> None:
+        if not self.fsdp:
+            return
+        device, _precision, _notes = pick_device_and_precision(self.cfg)
+        if device != "cuda":  # accelerate would quietly train data-parallel instead
+            raise UserError("`training.distributed: fsdp` needs CUDA GPUs (accelerate shards "
+                            "a model only there); on CPU use `training.distributed: ddp`.",
+                            field="training.distributed")
+
+    def _without_extras(self) -> None:
+        """FSDP: a sharded model runs forward only with every rank, so the extras rank 0 runs
+        alone (update norms, samples, evaluation during training) are off, said once."""
+        import dataclasses
+
+        t = self.cfg.training
+        if not (t.update_norms_every or t.sample_every or self._eval_data is not None):
+            return
+        self.cfg = dataclasses.replace(self.cfg, training=dataclasses.replace(
+            t, update_norms_every=0, sample_every=0))
+        self._eval_data = None
+        self.emit(Message("fsdp: update norms, samples and evaluation are off while the model "
+                          "is sharded; evaluate the adapter afterwards with `graftlab eval`",
+                          "warning"))
+
+    def run(self) -> RunResult:
+        quiet_libraries()
+        ok = False
+        try:
+            checkpoint = self.check()
+            assert self.tree is not None
+            tree = self.tree
             self._check_stop()
-            return self._train(tree.task, checkpoint)
+            result = self._train(tree.task, checkpoint)
+            ok = True
+            return result
         except RunStopped:
             self.emit(Finished(0, True, None, None, 0.0))
             return RunResult(self.run_dir, None, 0, True, None)
@@ -308,6 +378,7 @@ class TrainingSession(RunControl):
                 self._jsonl = None
             if self.live is not None:
                 self.live.close()
+            distributed.finish(ok)
 
     def _train(self, task: str, checkpoint: CheckpointInfo | None) -> RunResult:
         import torch
@@ -332,10 +403,12 @@ class TrainingSession(RunControl):
         device, precision, notes = pick_device_and_precision(cfg)
         for n in notes:
             self.emit(Message(n, "warning"))
+        distributed.init(device)
         source = resolve_source(cfg.model.source, cfg.model.trust_remote_code)
         tokenizer = load_tokenizer(source)
         self.tokenizer, self.task = tokenizer, task
-        data = prepare(cfg.data, tokenizer, task, cfg.training.seed)
+        with distributed.main_first():  # tokenized once; the other ranks read the cache
+            data = prepare(cfg.data, tokenizer, task, cfg.training.seed)
         self.emit(Message(f"data: {len(data.train)} training examples ({data.format}), "
                           f"{data.num_dropped} dropped, {data.num_truncated} truncated"
                           + (f", {len(data.eval)} held out" if data.eval is not None else "")))
@@ -368,6 +441,7 @@ class TrainingSession(RunControl):
         self.model = get_peft_model(model, plan.lora_config())
         self._check_stop()
         self._open_run_dir(task, checkpoint)
+        distributed.barrier()  # the run folder exists (rank 0 made it) before any rank goes on
         if task == "sequence-classification" and cfg.training.sample_every and \
                 cfg.training.sample_prompts:
             self.emit(Message("samples of a classifier are its predicted label for each "
@@ -376,10 +450,19 @@ class TrainingSession(RunControl):
             from graftlab.core.data.dataset import make_collator
 
             self._eval_data, self._eval_collator = data.eval, make_collator(tokenizer, task)
+        if self.fsdp:
+            self._without_extras()
+            cfg = self.cfg
         args = training_arguments(cfg, self.run_dir, device, precision,
-                                  has_eval=data.eval is not None)
+                                  has_eval=data.eval is not None,
+                                  wrap_classes=getattr(model, "_no_split_modules", None))
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
-                          device, precision, len(data.train))
+                          device, precision, len(data.train),
+                          world_size=self.ranks.world_size)
+        if self.ranks.many:
+            self.emit(Message(f"{self.ranks.world_size} processes ({cfg.training.distributed}), "
+                              f"{cfg.training.batch_size} examples per process per micro-batch; "
+                              "rank 0 writes the run folder"))
         callback = SessionCallback(self, started)
         collator, packing_note = choose_collator(self.model, tokenizer, task, decision)
         if packing_note:
@@ -397,7 +480,7 @@ class TrainingSession(RunControl):
             raise UserError(diverged + ".", field="training.learning_rate")
         stopped = self.stop_requested
         step = trainer.state.global_step
-        if data.eval is not None and not callback.evaluated_at_end and (
+        if self.has_eval and not callback.evaluated_at_end and self.ranks.main and (
                 not stopped or cfg.training.eval_on_stop):
             callback.evaluate_now(step)
         self.costs.update(eval=callback.eval_cost, samples=callback.samples_cost,
@@ -406,7 +489,9 @@ class TrainingSession(RunControl):
         if not stopped or self.save_on_stop:
             adapter_dir = self.run_dir / "adapter"
             self.emit(Saving(trainer.state.global_step, "adapter"))
-            save_adapter(self.model, adapter_dir, source.name, overwrite=True)
+            with distributed.full_params(trainer):  # FSDP: rank 0 holds all of it (collective)
+                if self.ranks.main:
+                    save_adapter(self.model, adapter_dir, source.name, overwrite=True)
         self.emit(Finished(step, stopped, str(adapter_dir) if adapter_dir else None,
                            float(output.training_loss) if step else None,
                            callback.active_seconds()))
