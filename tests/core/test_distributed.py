@@ -268,3 +268,18 @@ def _job_processes(run_dir):
         except psutil.Error:
             continue
     return found
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_same_job(two_process_run, tmp_path):
+    reference, _ = two_process_run
+    run = write_run(RunConfig.load(reference / "run.yaml"), tmp_path / "run.yaml")
+    # --multi_gpu is accelerate's torchrun-style launcher; without a GPU the ranks use gloo
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                           "--num_processes", "2", "--num_machines", "1",
+                           "--main_process_port", str(free_port()), "-m", "graftlab.core.cli",
+                           "train", run, "--output", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert events(tmp_path / "run", "started")[0]["world_size"] == 2
+    assert max_diff(adapter(tmp_path / "run"), adapter(reference)) <= 1e-5
