@@ -283,3 +283,19 @@ def test_accelerate_launch_runs_the_same_job(two_process_run, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert events(tmp_path / "run", "started")[0]["world_size"] == 2
     assert max_diff(adapter(tmp_path / "run"), adapter(reference)) <= 1e-5
+
+
+def test_fsdp_settings_are_the_ones_lora_needs(monkeypatch, tmp_path):
+    from graftlab.core.train.callbacks import fsdp_arguments
+
+    cfg = RunConfig()
+    cfg.training.distributed = "fsdp"
+    assert fsdp_arguments(cfg, ["LlamaDecoderLayer"]) == {}  # one process: nothing to shard
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args = fsdp_arguments(cfg, ["LlamaDecoderLayer"])
+    assert args["fsdp"] == "full_shard auto_wrap"
+    assert args["fsdp_config"]["use_orig_params"] is True  # frozen and LoRA tensors share units
+    assert args["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    cfg.training.distributed = "ddp"
+    assert fsdp_arguments(cfg, ["LlamaDecoderLayer"]) == {}
