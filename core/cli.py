@@ -23,7 +23,12 @@ from graftlab.core.train.events import Download, Event, Finished, Message, Start
 
 
 def _setup_env() -> None:
+    import logging
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # bitsandbytes says on import, in every process, that an optional CPU kernel package is
+    # missing; 4-bit training works without it.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 class ProgressPrinter:
