@@ -55,6 +55,7 @@ class AttachedSession(RunControl):
         self._saving = False
         self._request: Path | None = None  # the run.yaml this session wrote for a start
         self._proc: Any = None  # the detached process this session started
+        self._started_at = 0.0
 
     # control (any thread)
     def request_pause(self) -> None:
@@ -106,6 +107,7 @@ class AttachedSession(RunControl):
                 fh.write(self.cfg.to_yaml())
             self._request = Path(request)
             argv = ["train", request, "--output", str(self.run_dir)]
+        self._started_at = time.time()
         self._proc = spawn_detached(argv, self.run_dir)
 
     def run(self) -> Any:
@@ -181,7 +183,11 @@ class AttachedSession(RunControl):
             return 0
         while self._proc.poll() is None and not self._leave.is_set():
             live = read_live(self.run_dir)
-            if live.get("pid") == self._proc.pid and live.get("metrics_offset") is not None:
+            # ours: the process started here, or (several processes) its rank 0, which took
+            # the lock after the start
+            ours = live.get("pid") == self._proc.pid or \
+                float(live.get("updated_at") or 0) >= self._started_at
+            if ours and live.get("metrics_offset") is not None:
                 return int(live["metrics_offset"])
             time.sleep(POLL_S)
         return (self.run_dir / "metrics.jsonl").stat().st_size \

@@ -62,3 +62,16 @@ def test_a_two_process_run_from_the_window(qtbot, make_window, tmp_path, no_orph
     assert run_status(run_dir).state == "stopped" and not is_live(run_dir)
     steps = [e["step"] for e in events(run_dir, "step")]
     assert steps == list(range(1, steps[-1] + 1))
+    last = steps[-1]
+
+    # Run > Resume: the same two processes go on from the stop's checkpoint, live again
+    w.run_files.resume_run(run_dir)
+    qtbot.waitUntil(lambda: run_status(run_dir).step > last + 2, timeout=240_000)
+    qtbot.waitUntil(lambda: w.plots.point_count("loss") > last + 2, timeout=30_000)
+    results.clear()
+    w.stop_action.trigger()
+    qtbot.waitUntil(lambda: bool(results), timeout=120_000)
+    steps = [e["step"] for e in events(run_dir, "step")]
+    assert steps == list(range(1, steps[-1] + 1))  # every step once, across the resume
+    assert [e["world_size"] for e in events(run_dir, "started")] == [2, 2]
+    assert w.plots.point_count("loss") == len(steps)  # the history once, then the new steps
