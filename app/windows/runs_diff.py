@@ -90,10 +90,12 @@ class DiffModel(QAbstractTableModel):
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
             if col == 0:
                 return row.key
-            text = format_value(row.values[col - 1])
+            value = row.values[col - 1]
             if role == Qt.ItemDataRole.ToolTipRole:
-                return f"{self.names[col - 1]}\n{row.key}: {text}"
-            return text
+                full = "\n".join(map(str, value)) if isinstance(value, list) and value \
+                    else format_value(value)
+                return f"{self.names[col - 1]}, {row.key}:\n{full}"
+            return format_value(value, short=True)
         if role == Qt.ItemDataRole.BackgroundRole and row.differs:
             return HIGHLIGHT
         if role == Qt.ItemDataRole.FontRole and (

@@ -142,7 +142,7 @@ class RunsLibraryWindow(QMainWindow):
         # Fixed widths: fitting columns to their contents would format every row.
         for name, width in (("Status", 6), ("Run", 16), ("Model", 14), ("Targets", 14),
                             ("Steps", 8), ("Final loss", 6), ("Eval", 7), ("Duration", 5),
-                            ("Started", 9)):
+                            ("Started", 10)):
             self.table.setColumnWidth(COLUMN[name], width * em)
         header.setSectionResizeMode(COLUMN["Targets"], QHeaderView.ResizeMode.Stretch)
 
@@ -458,8 +458,8 @@ class RunsLibraryWindow(QMainWindow):
             QMessageBox.StandardButton.Cancel)
         return answer == QMessageBox.StandardButton.Yes
 
-    @Slot(QPoint)
-    def _on_context_menu(self, pos: QPoint) -> None:
+    def context_menu(self) -> QMenu:
+        """The table's right-click menu: the row actions (enabled for the selection)."""
         menu = QMenu(self)
         for a in self._row_actions():
             if a is None:
@@ -468,7 +468,12 @@ class RunsLibraryWindow(QMainWindow):
                 menu.addAction(a)
         menu.addSeparator()
         menu.addAction(self.refresh_action)
-        menu.popup(self.table.viewport().mapToGlobal(pos))
+        menu.aboutToHide.connect(menu.deleteLater)
+        return menu
+
+    @Slot(QPoint)
+    def _on_context_menu(self, pos: QPoint) -> None:
+        self.context_menu().popup(self.table.viewport().mapToGlobal(pos))
 
     @Slot(QModelIndex)
     def _on_double_clicked(self, _index: QModelIndex) -> None:

@@ -22,7 +22,7 @@ from PySide6.QtCore import (
     QSortFilterProxyModel,
     Qt,
 )
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QIcon, QPixmap
 
 _Index = QModelIndex | QPersistentModelIndex
 ACTIVE = ("running", "paused")  # a live process writes into these folders
@@ -76,6 +76,16 @@ def display_names(run_dirs: Iterable[str]) -> dict[str, str]:
             f"{Path(d).parent.name}/{Path(d).name}" for d in dirs}
 
 
+def _swatch(colour: QColor, size: int = 12) -> QIcon:
+    """A square of `colour`, the same when its row is selected (a bare QColor is tinted)."""
+    pixmap = QPixmap(size, size)
+    pixmap.fill(colour)
+    icon = QIcon()
+    for mode in (QIcon.Mode.Normal, QIcon.Mode.Selected, QIcon.Mode.Active):
+        icon.addPixmap(pixmap, mode)
+    return icon
+
+
 class RunsTableModel(QAbstractTableModel):
     """Run summaries as rows (see the module docstring); `colours` marks the overlaid runs."""
 
@@ -83,6 +93,7 @@ class RunsTableModel(QAbstractTableModel):
         super().__init__(parent)
         self.rows: list[RunSummary] = []
         self.colours: dict[str, QColor] = {}  # run_dir -> its colour in the overlay
+        self._swatches: dict[str, QIcon] = {}
         self._bold = QFont()
         self._bold.setBold(True)
 
@@ -111,6 +122,7 @@ class RunsTableModel(QAbstractTableModel):
 
     def set_colours(self, colours: dict[str, QColor]) -> None:
         self.colours = dict(colours)
+        self._swatches = {d: _swatch(c) for d, c in colours.items()}
         if self.rows:
             col = COLUMN["Run"]
             self.dataChanged.emit(self.index(0, col), self.index(len(self.rows) - 1, col))
@@ -142,7 +154,7 @@ class RunsTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and col == 0 and row.status in STATUS_COLOURS:
             return QColor(STATUS_COLOURS[row.status])
         if role == Qt.ItemDataRole.DecorationRole and col == COLUMN["Run"]:
-            return self.colours.get(row.run_dir)
+            return self._swatches.get(row.run_dir)
         if role == Qt.ItemDataRole.FontRole and col == COLUMN["Run"] \
                 and row.run_dir in self.colours:
             return self._bold

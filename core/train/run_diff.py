@@ -69,8 +69,14 @@ def diff_configs(configs: Sequence[dict[str, Any]]) -> list[DiffRow]:
     return rows
 
 
-def format_value(value: Any) -> str:
-    """A value as one line: YAML's flow style (``[q_proj, v_proj]``), ``—`` when missing."""
+def format_value(value: Any, short: bool = False) -> str:
+    """A value as one line: YAML's flow style (``[q_proj, v_proj]``), ``—`` when missing.
+    `short`: a list of more than three module names as their count and kinds, as the runs
+    table shows targets (``32: q_proj, v_proj``)."""
+    if short and isinstance(value, list) and len(value) > 3 \
+            and all(isinstance(v, str) for v in value):
+        kinds = list(dict.fromkeys(v.rsplit(".", 1)[-1] for v in value))
+        return f"{len(value)}: {', '.join(kinds)}"
     if value is MISSING:
         return "—"
     if value is None:

@@ -193,6 +193,15 @@ def test_resume_and_reveal_hand_the_run_folder_on(qtbot, qsettings, root):
     w.reveal_action.trigger()
     assert [u.toLocalFile() for u in opened] == [str(root / "d-killed")]
     assert not w.open_config_action.isVisible()  # no main window to open it in
+    menu = [a.text() for a in w.context_menu().actions() if not a.isSeparator()]
+    assert menu == ["Re&sume", "Re&veal in file manager", "Open in &TensorBoard",
+                    "&Move to trash…", "&Refresh"]
+    keys = {a.text(): a.shortcut().toString() for a in (
+        w.resume_action, w.reveal_action, w.tensorboard_action, w.delete_action,
+        w.refresh_action, w.open_config_action)}
+    assert keys == {"Re&sume": "Ctrl+R", "Re&veal in file manager": "Ctrl+Shift+R",
+                    "Open in &TensorBoard": "Ctrl+T", "&Move to trash…": "Del",
+                    "&Refresh": "F5", "&Open configuration": "Ctrl+O"}
 
 
 def test_roots_are_kept_in_the_settings(qtbot, qsettings, root, tmp_path):
@@ -319,5 +328,7 @@ def test_main_window_menus_open_the_library_and_tensorboard(qtbot, make_window, 
     (run / "tensorboard").mkdir()
     w.library.tensorboard_action.trigger()
     assert started[-1][started[-1].index("--logdir") + 1] == str(run / "tensorboard")
+    library.resume_callback(run)  # RunFiles.resume_run: no checkpoint here, the core's sentence
+    assert "checkpoint" in (w.last_error or "")
     w.close()
     assert not library.isVisible()

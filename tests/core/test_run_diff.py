@@ -40,6 +40,9 @@ def test_values_read_as_one_line(tmp_path):
     assert format_value(True) == "true"
     assert format_value(2e-4) == "0.0002"
     assert format_value(["q_proj", "v_proj"]) == "[q_proj, v_proj]"
+    targets = [f"model.layers.{i}.self_attn.{k}_proj" for i in range(4) for k in "qv"]
+    assert format_value(targets, short=True) == "8: q_proj, v_proj"
+    assert format_value(targets[:2], short=True) == format_value(targets[:2])
     assert read_run_yaml(tmp_path / "nowhere") == {}
     (tmp_path / "run.yaml").write_text("model: [unclosed")
     assert read_run_yaml(tmp_path) == {}
