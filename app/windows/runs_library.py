@@ -29,8 +29,9 @@ from graftlab.app.windows.runs_table import (
     RunsTableModel,
     display_names,
 )
+from graftlab.app.windows.runs_trash import ask_move_to_trash, move_to_trash, refuse_training
 from graftlab.core.errors import UserError
-from graftlab.core.train.run_index import STATUSES, RunSummary, is_run_dir, read_run, read_runs
+from graftlab.core.train.run_index import STATUSES, RunSummary, read_run, read_runs
 from PySide6.QtCore import QModelIndex, QPoint, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QCloseEvent, QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -43,14 +44,12 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QMenu,
-    QMessageBox,
     QSplitter,
     QTableView,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
-from send2trash import send2trash
 
 LIVE_REFRESH_MS = 3000  # running and paused rows are read again this often
 _RESUMABLE = ("stopped", "killed", "failed")
@@ -75,7 +74,7 @@ class RunsLibraryWindow(QMainWindow):
         self.open_config_callback, self.resume_callback = open_config, resume
         self.last_error: str | None = None
         self.open_url = QDesktopServices.openUrl  # tests replace it
-        self.confirm = self._ask_delete  # (run_dirs) -> bool; tests replace it
+        self.confirm = ask_move_to_trash  # (window, run_dirs) -> bool; tests replace it
         self.tensorboard = TensorBoardLauncher(self)
         self.tensorboard.failed.connect(self._on_tensorboard_failed)
         self.model = RunsTableModel(self)
@@ -412,51 +411,24 @@ class RunsLibraryWindow(QMainWindow):
 
     @reports_errors
     def delete_selected(self) -> None:
-        """Move the selected run folders to the trash, after a confirmation; never a run that
-        a process is training (checked again just before)."""
-        from graftlab.core.train.live import is_live
-
+        """Move the selected run folders to the trash, after a confirmation (runs_trash.py:
+        never a run that a process trains in, checked again just before each)."""
         rows = self.selected_rows()
         if not rows:
             return
-        busy = [r for r in rows if r.status in ACTIVE or is_live(r.run_dir)]
-        if busy:
-            raise UserError(f"run {Path(busy[0].run_dir).name} is still training; stop it "
-                            "first (Train > Stop, or graftlab stop RUN), then delete it.")
+        refuse_training(rows)
         dirs = [r.run_dir for r in rows]
-        if not self.confirm(dirs):
+        if not self.confirm(self, dirs):
             return
-        gone = []
+        gone: list[str] = []
         try:
-            for d in dirs:
-                if is_live(d):
-                    raise UserError(f"run {Path(d).name} started training again; it was not "
-                                    "moved to the trash.")
-                if not is_run_dir(d):  # only ever a Graftlab run folder
-                    continue
-                send2trash(d)
-                gone.append(d)
-        except OSError as exc:
-            raise UserError(f"could not move {d} to the trash ({exc}); nothing else was "
-                            "moved.") from None
+            move_to_trash(dirs, gone)
         finally:
             self.model.remove_runs(gone)
             self.compare.forget(gone)
             self._on_selection_settled()
         self.statusBar().showMessage(f"Moved {len(gone)} run folder"
                                      f"{'s' if len(gone) != 1 else ''} to the trash", 8000)
-
-    def _ask_delete(self, run_dirs: list[str]) -> bool:
-        names = "\n".join(Path(d).name for d in run_dirs[:10])
-        more = f"\n… and {len(run_dirs) - 10} more" if len(run_dirs) > 10 else ""
-        answer = QMessageBox.question(
-            self, "Move runs to the trash",
-            f"Move {len(run_dirs)} run folder{'s' if len(run_dirs) != 1 else ''} to the "
-            f"trash?\n\n{names}{more}\n\nTheir adapters, checkpoints and metrics go with them "
-            "(the trash can give them back).",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-            QMessageBox.StandardButton.Cancel)
-        return answer == QMessageBox.StandardButton.Yes
 
     def context_menu(self) -> QMenu:
         """The table's right-click menu: the row actions (enabled for the selection)."""

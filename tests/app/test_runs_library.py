@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import graftlab.app.windows.runs_library as runs_library
+import graftlab.app.windows.runs_trash as runs_trash
 import pytest
 from graftlab.app.run.tensorboard import NOT_INSTALLED
 from graftlab.app.settings import AppSettings
@@ -146,7 +147,7 @@ def test_config_diff_highlights_the_differing_key(qtbot, qsettings, tmp_path):
 
 def test_delete_moves_to_the_trash_after_confirming(qtbot, qsettings, root, monkeypatch):
     trashed: list[str] = []
-    monkeypatch.setattr(runs_library, "send2trash", trashed.append)
+    monkeypatch.setattr(runs_trash, "send2trash", trashed.append)
     asked: list[str] = []
 
     def question(_parent, _title, text, *_args):
@@ -168,14 +169,42 @@ def test_delete_moves_to_the_trash_after_confirming(qtbot, qsettings, root, monk
 
 def test_a_running_run_is_never_deleted(qtbot, qsettings, root, monkeypatch):
     trashed: list[str] = []
-    monkeypatch.setattr(runs_library, "send2trash", trashed.append)
+    monkeypatch.setattr(runs_trash, "send2trash", trashed.append)
     w = open_library(qtbot, qsettings, [root])
-    w.confirm = lambda dirs: pytest.fail("asked to delete a running run")
+    w.confirm = lambda parent, dirs: pytest.fail("asked to delete a running run")
     w.select_runs([str(root / "a-finished"), str(root / "e-running")])
     w.delete_action.trigger()
     assert trashed == [] and w.model.row_of(str(root / "e-running")) >= 0
     assert w.last_error == ("run e-running is still training; stop it first (Train > Stop, "
                             "or graftlab stop RUN), then delete it.")
+
+
+def test_a_run_that_starts_training_after_the_question_stays(qtbot, qsettings, root,
+                                                           monkeypatch):
+    import fcntl
+    import os
+
+    from graftlab.core.train.live import LOCK_NAME
+
+    trashed: list[str] = []
+    monkeypatch.setattr(runs_trash, "send2trash", trashed.append)
+    w = open_library(qtbot, qsettings, [root])
+    held: list[int] = []
+
+    def resumed_meanwhile(_parent, dirs):  # another terminal resumes the run: it holds the lock
+        fd = os.open(root / "d-killed" / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(fd)
+        return True
+
+    w.confirm = resumed_meanwhile
+    w.select_runs([str(root / "d-killed")])
+    try:
+        w.delete_action.trigger()
+    finally:
+        os.close(held[0])
+    assert trashed == [] and "started training again" in w.last_error
+    assert w.model.row_of(str(root / "d-killed")) >= 0
 
 
 def test_resume_and_reveal_hand_the_run_folder_on(qtbot, qsettings, root):
