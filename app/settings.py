@@ -1,11 +1,14 @@
 """What the app remembers between sessions (QSettings): window geometry and state, recent
-models, the last run and the folders last used in file dialogs.
+models, the last run, the folders last used in file dialogs and the runs library's roots.
 
 Tests pass their own QSettings (an ini file in a temp folder), so they never touch the user's.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from graftlab.core.runs_command import DEFAULT_RUNS_ROOT
 from PySide6.QtCore import QByteArray, QSettings
 from PySide6.QtWidgets import QMainWindow, QSplitter
 
@@ -105,6 +108,21 @@ class AppSettings:
 
     def set_last_dir(self, kind: str, folder: str) -> None:
         self.qsettings.setValue(f"dirs/{kind}", folder)
+
+    # ---- runs library ---------------------------------------------------------------------
+    def runs_roots(self) -> list[str]:
+        """The folders the runs library lists; by default the one `training.output_dir` puts
+        runs into (``./runs``, absolute), until the user changes the list."""
+        value = self.qsettings.value("library/roots")
+        if value is None:
+            return [str(Path(DEFAULT_RUNS_ROOT).absolute())]
+        if isinstance(value, str):
+            value = [value] if value else []
+        return [str(v) for v in value if str(v)]
+
+    def set_runs_roots(self, roots: list[str]) -> None:
+        # An empty list is stored as "" (QSettings' ini format drops empty lists).
+        self.qsettings.setValue("library/roots", list(roots) if roots else "")
 
     def sync(self) -> None:
         self.qsettings.sync()

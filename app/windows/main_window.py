@@ -3,9 +3,10 @@ monitor on the right; status bar, drag and drop, settings, close.
 
 The window is composed of objects it owns, each given what it needs: a RunController (the one
 thing that starts, pauses, resumes and stops a run, and reports its phase), RunFiles (run.yaml
-files, resuming run folders), AdapterFolders (exports, the inspector), RunStatusBar, and the
-panels. It builds its own actions (graftlab.app.windows.actions lays out the menus).
-Closing during a run shows progress and never freezes (graftlab.app.windows.closing).
+files, resuming run folders), AdapterFolders (exports, the inspector), RunsLibrary (the runs
+library window, TensorBoard), RunStatusBar, and the panels. It builds its own actions
+(graftlab.app.windows.actions lays out the menus). Closing during a run shows progress and
+never freezes (graftlab.app.windows.closing).
 
 Everything the window does is a RunConfig plus calls into core. Slots that call core go through
 `reports_errors`, so a bad input shows the core's one sentence next to its field (or in a
@@ -46,6 +47,7 @@ from graftlab.app.windows.adapter_folders import AdapterFolders
 from graftlab.app.windows.closing import RunCloser
 from graftlab.app.windows.detached_runs import DetachedRuns
 from graftlab.app.windows.drops import accept_local_files, drop_kind, dropped_paths
+from graftlab.app.windows.library_actions import RunsLibrary
 from graftlab.app.windows.run_commands import RunCommands
 from graftlab.app.windows.run_files import RunFiles, default_run
 from graftlab.app.windows.run_form import RunForm
@@ -118,6 +120,11 @@ class MainWindow(QMainWindow):
         self.detached = DetachedRuns(self, self.settings, roots=self._runs_roots,
                                      attach=self.commands.attach_run)
         self.commands.keep_running = self.detached.enabled
+        self.library = RunsLibrary(
+            self, self.settings, self.controller, roots=self._runs_roots,
+            form_run_dir=lambda: self.training_panel.values().output_dir,
+            open_config=self.run_files.open_run_config, resume=self.run_files.resume_run,
+            show_status=self._show_status)
         self._build_menus()
         self._connect()
         self._restore_window()
@@ -273,8 +280,9 @@ class MainWindow(QMainWindow):
                        self.quit_action]),
             ("&Select", [self.filter_action, *self.preset_actions.values()]),
             ("&Train", [self.start_action, self.pause_action, self.stop_action, None,
-                        self.detached.action]),
-            ("T&ools", [self.inspect_action, self.compare_action]),
+                        self.detached.action, self.library.tensorboard_action]),
+            ("T&ools", [self.library.open_action, None, self.inspect_action,
+                        self.compare_action]),
             ("&Help", [about]),
         ])
         build_toolbar(self, [[self.open_model_action, self.open_run_action,
@@ -488,6 +496,7 @@ class MainWindow(QMainWindow):
         self._save_session()
         self.controller.shutdown(30_000)  # the run and any export are over: returns at once
         self.try_panel.shutdown()  # ends the Try process (it holds the base model)
+        self.library.shutdown()  # ends TensorBoard, closes the runs library
         if dialog is not None:
             dialog.done(0)
         self.jobs.wait(30_000)  # a structure build in flight finishes; results are dropped

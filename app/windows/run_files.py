@@ -61,6 +61,28 @@ class RunFiles(QObject):
         self._update_title()
         self.show_status(f"Opened run {path}")
 
+    @reports_errors
+    def open_run_config(self, run_dir: str | Path) -> Path | None:
+        """A run folder's run.yaml into the window, to train again or change (the runs
+        library): the run folder becomes a free sibling (``NAME-2``, ...), so Start trains
+        into a new folder, and Save asks for a path instead of rewriting the run's record."""
+        if self.run_in_progress():
+            raise UserError("a run is in progress; stop it before opening another run's "
+                            "configuration.")
+        run_dir = Path(run_dir)
+        cfg = RunConfig.load(run_dir / "run.yaml")
+        target, n = run_dir, 1
+        while target.exists():
+            n += 1
+            target = run_dir.with_name(f"{run_dir.name}-{n}")
+        cfg.training.output_dir = str(target)
+        self.run_path = None
+        self.show_run(cfg)
+        self._update_title()
+        self.show_status(f"Opened the configuration of {run_dir.name}; it trains into "
+                         f"{target.name}")
+        return target
+
     @Slot()
     def open_run_dialog(self) -> None:
         start = str(self.run_path.parent) if self.run_path else self.settings.last_dir("run")

@@ -215,7 +215,8 @@ def test_tools_menu_opens_the_inspector(qtbot, make_window, adapters, monkeypatc
     w = make_window()
     assert w.inspect_action.shortcut().toString() == "Ctrl+I"
     tools = next(a.menu() for a in w.menuBar().actions() if a.text() == "T&ools")
-    assert [a.text() for a in tools.actions()] == ["&Inspect adapter…", "&Compare adapters…"]
+    assert [a.text() for a in tools.actions() if not a.isSeparator()] == [
+        "Runs &library…", "&Inspect adapter…", "&Compare adapters…"]
     answers = iter([str(adapters["patterned"]), str(adapters["other"])])
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: next(answers))
     w.compare_action.trigger()
