@@ -14,6 +14,7 @@ from typing import Any
 
 from graftlab.core.adapter.destination import check_free_space, check_output_dir, graftlab_output
 from graftlab.core.errors import UserError
+from graftlab.core.model.quantization import write_record
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # A classifier's class names beside adapter_config.json ({"0": "negative", ...}, the base
@@ -107,6 +108,7 @@ def save_adapter(model: Any, out_dir: str | Path, base_name: str,
         labels = classifier_labels(model)
         if labels:
             (tmp / LABELS_FILE).write_text(json.dumps(labels, indent=2), encoding="utf-8")
+        write_record(tmp, model)  # quantization.json, for a base trained quantized
     return _listing(out_dir)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from graftlab.core.adapter.plan import AdapterPlan
-from graftlab.core.config import RunConfig
+from graftlab.core.config import RunConfig, uses_checkpointing
 from graftlab.core.data.packing import PackingDecision, decide_packing
 from graftlab.core.model.module_tree import ModuleTree
 from graftlab.core.train.device import Accelerator
@@ -165,7 +165,8 @@ def memory_for(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan, device: str,
         worst = sum(sorted(summary.lengths)[-training.batch_size:])
         training, length = dataclasses.replace(training, batch_size=1), worst
     est = estimate_memory(tree, plan, training, max(length, 1), device,
-                          model_config=model_config, accel=accel)
+                          model_config=model_config, accel=accel,
+                          quantization=cfg.model.quantization)
     override = os.environ.get(FREE_MEMORY_ENV)
     if override:
         est.device_free = int(float(override))
@@ -191,7 +192,7 @@ def fit_sentence(est: MemoryEstimate, cfg: RunConfig) -> str | None:
     if part == "activations" or est.breakdown.get("activations", 0) > 0.3 * est.total:
         fixes.append(f"a smaller training.batch_size (now {cfg.training.batch_size})")
         fixes.append(f"a shorter data.max_length (now {cfg.data.max_length})")
-        if not cfg.training.gradient_checkpointing:
+        if not uses_checkpointing(cfg):
             fixes.append("training.gradient_checkpointing: true")
     quant = getattr(cfg.model, "quantization", None)
     if quant is not None and quant != "4bit":
@@ -203,6 +204,18 @@ def fit_sentence(est: MemoryEstimate, cfg: RunConfig) -> str | None:
     return (f"the run needs about {est.total / gb:.1f} GB but {where} has "
             f"{est.device_free / gb:.1f} GB free; the largest part is {part} "
             f"({size / gb:.1f} GB){hint}.")
+
+
+def check_run_options(cfg: RunConfig, tree: ModuleTree, device: str,
+                      model_config: Any) -> Any:
+    """`model.quantization` and `training.kernels` against this model and device, before any
+    weight is loaded: one sentence for a combination that cannot work. Returns the kernel
+    choice (graftlab.core.train.kernels.KernelChoice) with its run-log line."""
+    from graftlab.core.model.quantization import check_quantization
+    from graftlab.core.train.kernels import decide_kernels
+
+    check_quantization(cfg.model.quantization, cfg.adapter.variant, device, model_config)
+    return decide_kernels(cfg.training.kernels, device, tree.model_type, tree.task)
 
 
 def config_dict(source: Any) -> Any:
@@ -225,6 +238,9 @@ def assemble_plan(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan,
 
     findings = check_plan(plan, tree.model_type, tree.tie_word_embeddings)
     device, precision, _notes = pick_device_and_precision(cfg, accel)
+    from graftlab.core.model.quantization import check_quantization
+
+    check_quantization(cfg.model.quantization, cfg.adapter.variant, device, model_config)
     packing = resolve_packing(cfg, tree, summary.lengths if summary else None, device,
                               attn_implementation(model_config))
     if summary is None and packing.mode == "off" and cfg.training.packing == "auto" \
