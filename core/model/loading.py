@@ -124,7 +124,6 @@ def quiet_libraries() -> None:
 
     import datasets
     import transformers
-
     from graftlab.core.model.quantization import quiet_bitsandbytes
 
     quiet_bitsandbytes()  # before peft imports it: it logs about optional kernels on import

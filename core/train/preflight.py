@@ -60,6 +60,7 @@ class RunPlan:
     device: str
     precision: str
     fit_warning: str | None
+    quantization: str = "none"
 
     def to_json(self) -> dict[str, Any]:
         from graftlab.core.train.session import RUNTIME_NAMES
@@ -67,7 +68,8 @@ class RunPlan:
         mem = self.memory
         return {
             "model": {"type": self.tree.model_type, "task": self.tree.task,
-                      "total_params": self.tree.total_params},
+                      "total_params": self.tree.total_params,
+                      "quantization": self.quantization},
             "modules": [{"name": m.name, "rank": m.rank, "alpha": m.alpha, "params": m.params}
                         for m in self.plan.modules],
             "trainable_params": self.plan.trainable_params,
@@ -89,7 +91,9 @@ class RunPlan:
 
         t, p, mem = self.tree, self.plan, self.memory
         gb = 2**30
-        lines = [f"model      {t.model_type} ({t.task}), {t.total_params:,} parameters",
+        quantized = f", {self.quantization} base" if self.quantization != "none" else ""
+        lines = [f"model      {t.model_type} ({t.task}), {t.total_params:,} parameters"
+                 f"{quantized}",
                  f"device     {self.device} ({self.precision})",
                  f"adapter    {len(p.modules)} modules, {p.trainable_params:,} trainable "
                  f"({p.percent:.3f}%)"]
@@ -249,7 +253,7 @@ def assemble_plan(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan,
                                   "training starts (no data read here)")
     est = memory_for(cfg, tree, plan, device, accel, summary, packing, model_config)
     return RunPlan(tree, plan, est, findings, packing, summary, device, precision,
-                   fit_sentence(est, cfg))
+                   fit_sentence(est, cfg), cfg.model.quantization)
 
 
 def make_plan(cfg: RunConfig, accel: Accelerator | None = None,
