@@ -274,7 +274,7 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
              f"batch {b} × {s} tokens, {precision} on {device}"]
     if quant_params:
         notes.append(f"{quantization} base: {quant_params:,} weights quantized "
-                     f"({quant_bytes / 2**20:,.0f} MB with their quantization state)")
+                     f"({quant_bytes / 2**20:,.1f} MB with their quantization state)")
     if device == "cuda":
         notes.append("GPU estimate is not calibrated on hardware yet.")
     return MemoryEstimate(breakdown, total, device, dev_total, dev_free, verdict, dims, notes)

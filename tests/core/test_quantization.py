@@ -246,3 +246,37 @@ def test_plan_shows_the_quantized_base(tiny_models, tmp_path):
     assert ", 4bit base" in plans["4bit"].to_text()
     assert ", none base" not in plans["none"].to_text()
     assert any("4bit base:" in n for n in plans["4bit"].memory.notes)
+
+
+def test_a_model_bitsandbytes_cannot_load_is_one_sentence(tiny_models, monkeypatch):
+    import transformers
+    from graftlab.core.model.loading import load_base_model
+
+    def refuse(*args, **kwargs):
+        assert "quantization_config" in kwargs and kwargs["device_map"] == {"": "cpu"}
+        raise ValueError("This layer type is not supported by bitsandbytes\nmore detail")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    with pytest.raises(UserError) as info:
+        load_base_model(str(tiny_models["llama"]), quantization="4bit", dtype=torch.float32)
+    assert info.value.field == "model.quantization"
+    assert "not supported by bitsandbytes" in info.value.message
+    assert "set model.quantization: none" in info.value.message
+    _one_sentence(info.value.message)
+
+
+@pytest.mark.parametrize("quantization,setting,used", [
+    ("4bit", None, True), ("8bit", None, False), ("none", None, False),
+    ("4bit", False, False), ("none", True, True)])
+def test_checkpointing_follows_the_base_unless_set(quantization, setting, used, tmp_path):
+    from graftlab.core.adapter.plan import AdapterPlan
+    from graftlab.core.config import uses_checkpointing
+    from graftlab.core.train.run_dir import write_resolved_run
+
+    cfg = RunConfig.from_dict({"model": {"quantization": quantization},
+                               "training": {"gradient_checkpointing": setting}})
+    assert uses_checkpointing(cfg) is used
+    plan = AdapterPlan(modules=[], rank=8, alpha=16.0, dropout=0.0, variant="lora",
+                       task="causal-lm", base_params=1)
+    saved = RunConfig.load(write_resolved_run(tmp_path, cfg, plan, "causal-lm"))
+    assert saved.training.gradient_checkpointing is used
