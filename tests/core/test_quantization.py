@@ -280,3 +280,22 @@ def test_checkpointing_follows_the_base_unless_set(quantization, setting, used, 
                        task="causal-lm", base_params=1)
     saved = RunConfig.load(write_resolved_run(tmp_path, cfg, plan, "causal-lm"))
     assert saved.training.gradient_checkpointing is used
+
+
+@pytest.mark.slow
+def test_a_stopped_4bit_run_resumes_quantized(tiny_models, tmp_path):
+    out = tmp_path / "run"
+    cfg = make_cfg(tiny_models["llama"], out, steps=6)
+    events = []
+    session = TrainingSession(cfg, [events.append])
+    session.sinks.append(lambda e: session.request_stop() if isinstance(e, Step)
+                         and e.step == 3 else None)
+    assert session.run().stopped_early
+    resumed = []
+    again = TrainingSession(RunConfig.load(out / "run.yaml"), [resumed.append], resume=True)
+    result = again.run()
+    assert result.steps == 6 and not result.stopped_early
+    assert "Linear4bit" in {type(m).__name__ for m in again.model.modules()}
+    started = next(e for e in resumed if isinstance(e, Started))
+    assert started.quantization == "4bit" and 3 <= started.start_step < 6
+    assert (result.adapter_dir / "quantization.json").is_file()
