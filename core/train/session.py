@@ -346,6 +346,11 @@ class TrainingSession(RunControl):
     def _check_fsdp(self) -> None:
         if not self.fsdp:
             return
+        if self.cfg.model.quantization != "none":  # bitsandbytes weights are not sharded here
+            raise UserError(f"`training.distributed: fsdp` cannot shard a "
+                            f"{self.cfg.model.quantization} base; use `training.distributed: "
+                            "ddp` (each GPU holds the quantized base) or "
+                            "`model.quantization: none`.", field="training.distributed")
         device, _precision, _notes = pick_device_and_precision(self.cfg)
         if device != "cuda":  # accelerate would quietly train data-parallel instead
             raise UserError("`training.distributed: fsdp` needs CUDA GPUs (accelerate shards "

@@ -299,3 +299,13 @@ def test_a_stopped_4bit_run_resumes_quantized(tiny_models, tmp_path):
     started = next(e for e in resumed if isinstance(e, Started))
     assert started.quantization == "4bit" and 3 <= started.start_step < 6
     assert (result.adapter_dir / "quantization.json").is_file()
+
+
+def test_fsdp_with_a_quantized_base_is_refused(tiny_models, tmp_path):
+    cfg = make_cfg(tiny_models["llama"], tmp_path / "run")
+    cfg.training.processes, cfg.training.distributed = 2, "fsdp"
+    with pytest.raises(UserError) as info:
+        TrainingSession(cfg).run()
+    assert "cannot shard a 4bit base" in info.value.message
+    assert info.value.field == "training.distributed"
+    _one_sentence(info.value.message)
