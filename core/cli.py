@@ -244,6 +244,10 @@ def cmd_adapter_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_note(sentence: str) -> None:
+    sys.stderr.write(f"note: {sentence}\n")
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from graftlab.core.adapter.export import export_merged
     from graftlab.core.train.session import download_reporter
@@ -251,7 +255,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     progress = download_reporter(ProgressPrinter())
     files = export_merged(args.base, args.adapter, args.output, args.task,
                           args.trust_remote_code, overwrite=args.overwrite,
-                          on_download=progress)
+                          on_download=progress, on_note=print_note)
     for path, size in files:
         print(f"{size:>14,}  {path}")
     return 0

@@ -30,6 +30,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PACKING = ("auto", "on", "off")
 BASE_EVAL = ("auto", "on", "off")
 DISTRIBUTED = ("ddp", "fsdp")
+KERNELS = ("auto", "on", "off")
+# `model.quantization`: load the frozen base through bitsandbytes (QLoRA with 4bit).
+QUANTIZATIONS = ("none", "8bit", "4bit")
 # Experiment trackers the Trainer reports to: (training.report_to value, module to import).
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio",
             "wandb": "wandb"}
@@ -49,6 +52,10 @@ class ModelConfig:
     """Also load ``.bin`` weights (``torch.load(weights_only=True)``) when no safetensors exist."""
     num_labels: int | None = None
     """Classification only: the number of classes; by default taken from the data's labels."""
+    quantization: str = "none"
+    """Load the frozen base weights quantized with bitsandbytes: ``none``, ``8bit`` (LLM.int8)
+    or ``4bit`` (NF4 with double quantization: QLoRA). The adapter is trained in full precision
+    and loads on the unquantized base."""
 
 
 @dataclass
@@ -131,8 +138,9 @@ class TrainingConfig:
     """Gradient clipping norm (0 turns clipping off)."""
     seed: int = 0
     """Seed for initialisation, shuffling and dropout."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory, about 30% slower."""
+    gradient_checkpointing: bool | None = None
+    """Recompute activations in the backward pass: less memory, about 30% slower. Unset
+    (null): on with a 4-bit base, else off; a run folder's run.yaml records what was used."""
     logging_steps: int = 1
     """Log loss, learning rate and grad norm every N steps (each log is a CPU-GPU sync)."""
     eval_steps: int = 0
@@ -186,6 +194,10 @@ class TrainingConfig:
     distributed: str = "ddp"
     """With several processes: ``ddp`` (each holds the whole model, gradients are averaged) or
     ``fsdp`` (parameters sharded by decoder layer, for models that do not fit one GPU)."""
+    kernels: str = "auto"
+    """Fused Liger kernels (RMSNorm, RoPE, SwiGLU) on CUDA: ``auto`` uses them when
+    liger-kernel is installed and supports the model, and skips them otherwise (CPU); ``on``
+    requires them; ``off``. The loss stays Graftlab's (chunked or plain)."""
 
 
 @dataclass
@@ -237,7 +249,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args)
+        optional = " (or null)" if type(None) in typing.get_args(tp) else ""
+        return " or ".join(_type_name(a) for a in args) + optional
     if origin is list:
         return "a list"
     if dataclasses.is_dataclass(tp):
@@ -311,6 +324,8 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              "folder, a config.json, a cached id or demo:tiny-llama.", "model.source")
     _require(m.task in TASK_CHOICES, f"{where}: `model.task` is {m.task!r}; use one of "
              f"{', '.join(TASK_CHOICES)}.", "model.task")
+    _require(m.quantization in QUANTIZATIONS, f"{where}: `model.quantization` is "
+             f"{m.quantization!r}; use one of {', '.join(QUANTIZATIONS)}.", "model.quantization")
     _require(m.num_labels is None or m.num_labels >= 2, f"{where}: `model.num_labels` must be "
              "at least 2.", "model.num_labels")
     check_lora_values(a.rank, a.alpha, a.dropout, where, "adapter.")
@@ -384,10 +399,19 @@ def validate(cfg: RunConfig, where: str = "run.yaml") -> None:
              "more (one per GPU).", "training.processes")
     _require(t.distributed in DISTRIBUTED, f"{where}: `training.distributed` is "
              f"{t.distributed!r}; use one of {', '.join(DISTRIBUTED)}.", "training.distributed")
+    _require(t.kernels in KERNELS, f"{where}: `training.kernels` is {t.kernels!r}; use one of "
+             f"{', '.join(KERNELS)}.", "training.kernels")
     _require(isinstance(t.torch_compile, bool), f"{where}: `training.torch_compile` must be "
              "true or false.", "training.torch_compile")
     _require(bool(t.output_dir.strip()), f"{where}: `training.output_dir` is empty; set a "
              "folder for the run.", "training.output_dir")
+
+
+def uses_checkpointing(cfg: RunConfig) -> bool:
+    """`training.gradient_checkpointing` as the run applies it: unset means on with a 4-bit
+    base (where activations are most of what is left), else off."""
+    setting = cfg.training.gradient_checkpointing
+    return cfg.model.quantization == "4bit" if setting is None else bool(setting)
 
 
 MAX_RANK = 4096

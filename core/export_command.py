@@ -15,9 +15,14 @@ complete.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 FORMATS = ("peft", "uniform", "merged")
+
+
+def _print_note(sentence: str) -> None:
+    print(f"note: {sentence}", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -38,7 +43,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from graftlab.core.adapter.export import export_merged
 
         files = export_merged(args.base, args.adapter, args.output, "auto", False,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, on_note=_print_note)
     for path, size in files:
         print(f"{size:>14,}  {path}")
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from graftlab.app.errors import ErrorLabel
 from graftlab.app.numbers import compact, exact, size_bytes
-from graftlab.core.config import TASK_CHOICES, ModelConfig
+from graftlab.core.config import QUANTIZATIONS, TASK_CHOICES, ModelConfig
 from graftlab.core.model.demo import DEMO_MODELS
 from graftlab.core.model.module_tree import ModuleTree
 from graftlab.core.model.sources import CachedModel, ModelSource, list_cached_models
@@ -79,6 +79,9 @@ class ModelPanel(QWidget):
 
     open_requested = Signal(str)
     """The user chose a model source (spec); the window loads it in the background."""
+    quantization_changed = Signal(str)
+    """The user picked another `model.quantization` (the structure stays; the estimate
+    follows)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -106,6 +109,14 @@ class ModelPanel(QWidget):
         self.task_combo.addItems(TASK_CHOICES)
         self.task_combo.setToolTip("auto: from the config's architecture")
         self.task_combo.activated.connect(self._on_options_changed)
+        self.quant_combo = QComboBox()
+        self.quant_combo.addItems(QUANTIZATIONS)
+        self.quant_combo.setToolTip(
+            "Load the frozen base quantized with bitsandbytes: 4bit is QLoRA (NF4, double "
+            "quantization; gradient checkpointing on by default), 8bit is LLM.int8. The "
+            "adapter trains in full precision and loads on the unquantized base. Saves GPU "
+            "memory; on a CPU it runs, slower, without saving memory.")
+        self.quant_combo.currentTextChanged.connect(self.quantization_changed)
         self.trust_check = QCheckBox("Trust remote code")
         self.trust_check.setToolTip("Run Python code shipped with the model. Only for models "
                                     "whose authors you trust.")
@@ -139,6 +150,8 @@ class ModelPanel(QWidget):
         opts = QHBoxLayout()
         opts.addWidget(QLabel("Task"))
         opts.addWidget(self.task_combo)
+        opts.addWidget(QLabel("Quantization"))
+        opts.addWidget(self.quant_combo)
         opts.addWidget(self.trust_check)
         opts.addStretch(1)
         facts = QFormLayout()
@@ -165,7 +178,8 @@ class ModelPanel(QWidget):
                            task=self.task_combo.currentText(),
                            trust_remote_code=self.trust_check.isChecked(),
                            allow_pickle_weights=self._extra.allow_pickle_weights,
-                           num_labels=self._extra.num_labels)
+                           num_labels=self._extra.num_labels,
+                           quantization=self.quant_combo.currentText())
 
     def set_values(self, cfg: ModelConfig) -> None:
         self._extra = ModelConfig(**vars(cfg))
@@ -175,6 +189,7 @@ class ModelPanel(QWidget):
         self.trust_check.blockSignals(False)
         self._on_trust_toggled(cfg.trust_remote_code)
         self.task_combo.setCurrentText(cfg.task)
+        self.quant_combo.setCurrentText(cfg.quantization)
 
     @Slot(bool)
     def _on_trust_toggled(self, on: bool) -> None:

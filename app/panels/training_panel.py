@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from graftlab.core.config import (
     DEVICES,
     DISTRIBUTED,
+    KERNELS,
     PACKING,
     PRECISIONS,
     SCHEDULERS,
@@ -57,6 +58,8 @@ P = RunPhase
 BASIC = ("max_steps", "epochs", "batch_size", "learning_rate", "scheduler", "device",
          "precision", "processes", "output_dir")
 INT_MAX = 2_000_000_000
+# gradient_checkpointing: unset (auto: on with a 4-bit base), true, false
+CHECKPOINTING = {"auto": None, "on": True, "off": False}
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -188,7 +191,8 @@ class TrainingPanel(QWidget):
     def _make_editor(self, name: str) -> QWidget:
         default = getattr(TrainingConfig(), name)
         choices = {"scheduler": SCHEDULERS, "device": DEVICES, "precision": PRECISIONS,
-                   "packing": PACKING, "chunked_loss": PACKING, "distributed": DISTRIBUTED}
+                   "packing": PACKING, "chunked_loss": PACKING, "distributed": DISTRIBUTED,
+                   "kernels": KERNELS, "gradient_checkpointing": tuple(CHECKPOINTING)}
         if name in choices:
             combo = QComboBox()
             combo.addItems(list(choices[name]))
@@ -231,7 +235,9 @@ class TrainingPanel(QWidget):
         """The form as a TrainingConfig (core validates ranges when the run starts)."""
         kwargs: dict[str, Any] = {}
         for name, w in self.fields.items():
-            if isinstance(w, QComboBox):
+            if name == "gradient_checkpointing":
+                kwargs[name] = CHECKPOINTING[w.currentText()]
+            elif isinstance(w, QComboBox):
                 kwargs[name] = w.currentText()
             elif isinstance(w, QCheckBox):
                 kwargs[name] = w.isChecked()
@@ -253,6 +259,8 @@ class TrainingPanel(QWidget):
     def set_values(self, cfg: TrainingConfig) -> None:
         for name, w in self.fields.items():
             value = getattr(cfg, name)
+            if name == "gradient_checkpointing":
+                value = next(k for k, v in CHECKPOINTING.items() if v is value)
             if isinstance(w, QComboBox):
                 w.setCurrentText(str(value))
             elif isinstance(w, QCheckBox):

@@ -313,8 +313,8 @@ class MainWindow(QMainWindow):
         self.training_panel.accelerator_changed.connect(self.memory_panel.schedule)
         fields = self.training_panel.fields
         fields["batch_size"].valueChanged.connect(self.memory_panel.schedule)
-        fields["gradient_checkpointing"].toggled.connect(self.memory_panel.schedule)
-        for name in ("precision", "device"):
+        self.model_panel.quantization_changed.connect(self.memory_panel.schedule)
+        for name in ("precision", "device", "gradient_checkpointing"):
             fields[name].currentTextChanged.connect(self.memory_panel.schedule)
         self.memory_panel.set_inputs(self._memory_inputs)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from graftlab.core.adapter.destination import check_free_space, check_output_dir, graftlab_output
 from graftlab.core.errors import UserError
+from graftlab.core.model.quantization import merge_note, write_record
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # A classifier's class names beside adapter_config.json ({"0": "negative", ...}, the base
@@ -107,6 +108,7 @@ def save_adapter(model: Any, out_dir: str | Path, base_name: str,
         labels = classifier_labels(model)
         if labels:
             (tmp / LABELS_FILE).write_text(json.dumps(labels, indent=2), encoding="utf-8")
+        write_record(tmp, model)  # quantization.json, for a base trained quantized
     return _listing(out_dir)
 
 
@@ -198,10 +200,13 @@ def _weights_bytes(folder: Path | None) -> int:
 
 def export_merged(model_source: str, adapter_dir: str | Path, out_dir: str | Path,
                   task: str = "auto", trust_remote_code: bool = False,
-                  overwrite: bool = False, on_download: Any = None) -> list[tuple[Path, int]]:
+                  overwrite: bool = False, on_download: Any = None,
+                  on_note: Any = None) -> list[tuple[Path, int]]:
     """Merge the adapter into the base weights and save a standalone model with its tokenizer.
 
-    The destination and the free disk space are checked before any weight is loaded.
+    The destination and the free disk space are checked before any weight is loaded. The base
+    is always loaded fresh and unquantized; for an adapter trained on a quantized base,
+    `on_note` (a callable taking one sentence) is told so.
     """
     from graftlab.core.model.loading import load_tokenizer
     from graftlab.core.model.sources import resolve_source
@@ -217,6 +222,9 @@ def export_merged(model_source: str, adapter_dir: str | Path, out_dir: str | Pat
     else:
         need = _weights_bytes(source.path if source.kind != "config" else None)
     check_free_space(out_dir, need)
+    note = merge_note(adapter_dir, model_source)
+    if note and on_note is not None:
+        on_note(note)
     peft_model = load_peft_model(model_source, adapter_dir, task, trust_remote_code,
                                  on_download)
     merged = peft_model.merge_and_unload()

@@ -65,11 +65,15 @@ def load_base_model(spec: str, task: str = "auto", *, trust_remote_code: bool = 
                     allow_pickle: bool = False, num_labels: int | None = None,
                     label_names: list[str] | None = None, dtype: Any = "auto",
                     device: str = "cpu",
-                    on_download: DownloadProgress | None = None) -> tuple[Any, Any, str]:
+                    on_download: DownloadProgress | None = None,
+                    quantization: str = "none",
+                    keep_modules: list[str] | None = None) -> tuple[Any, Any, str]:
     """Load weights the way a user's model is always loaded. Returns (model, tokenizer, task).
 
     A hub model's weights are downloaded here (after a disk-space check), reporting bytes to
-    `on_download`; opening or inspecting it fetched only its config.
+    `on_download`; opening or inspecting it fetched only its config. With `quantization`
+    (``8bit``, ``4bit``) the weights are quantized by bitsandbytes as they load, computing in
+    `dtype`, placed on `device` directly; `keep_modules` (the heads) stay unquantized.
     """
     from graftlab.core.model.module_tree import infer_task
     from graftlab.core.model.sources import load_auto_config
@@ -89,16 +93,27 @@ def load_base_model(spec: str, task: str = "auto", *, trust_remote_code: bool = 
         config.label2id = {n: i for i, n in enumerate(label_names)}
     auto = AutoModelForSequenceClassification if task == "sequence-classification" \
         else AutoModelForCausalLM
+    extra: dict[str, Any] = {}
+    if quantization != "none":
+        from graftlab.core.model import quantization as q
+
+        q.quiet_bitsandbytes()
+        extra = {"quantization_config": q.bnb_config(quantization, dtype, keep_modules or []),
+                 "device_map": q.device_map(device)}
     try:
         model = auto.from_pretrained(str(source.path), config=config, dtype=dtype,
                                      use_safetensors=source.weights == "safetensors",
-                                     trust_remote_code=trust_remote_code)
+                                     trust_remote_code=trust_remote_code, **extra)
     except Exception as exc:  # corrupt/truncated files surface as many exception types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if quantization != "none":
+            raise UserError(f"bitsandbytes could not load {spec} quantized to {quantization} "
+                            f"({first}); set model.quantization: none to train it unquantized.",
+                            field="model.quantization") from None
         raise UserError(f"could not load the weights of {spec}: {first}; check that the "
                         "safetensors files are complete (re-download or re-save them).",
                         field="model.source") from None
-    if device != "cpu":
+    if device != "cpu" and quantization == "none":  # quantized weights are placed as loaded
         model.to(device)
     return model, load_tokenizer(source), task
 
@@ -109,7 +124,9 @@ def quiet_libraries() -> None:
 
     import datasets
     import transformers
+    from graftlab.core.model.quantization import quiet_bitsandbytes
 
+    quiet_bitsandbytes()  # before peft imports it: it logs about optional kernels on import
     datasets.disable_progress_bars()
     transformers.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()

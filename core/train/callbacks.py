@@ -8,7 +8,7 @@ from pathlib import Path
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from graftlab.core.config import RunConfig
+from graftlab.core.config import RunConfig, uses_checkpointing
 from graftlab.core.train.distributed import agree
 from graftlab.core.train.events import (
     Checkpoint,
@@ -57,7 +57,7 @@ def training_arguments(cfg: RunConfig, run_dir: Path, device: str, precision: st
         max_grad_norm=t.max_grad_norm,
         seed=t.seed,
         data_seed=t.seed,
-        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=uses_checkpointing(cfg),  # unset: on with a 4-bit base
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         logging_nan_inf_filter=False,  # a diverging run must show its NaN, not hide it

@@ -40,6 +40,8 @@ class Started(Event):
     start_step: int = 0
     world_size: int = 1
     """Training processes (data-parallel ranks); tokens/s counts all of them."""
+    quantization: str = "none"
+    """How the frozen base was loaded: ``none``, ``8bit`` or ``4bit`` (model.quantization)."""
 
 
 @dataclass

@@ -17,6 +17,15 @@ of backward: the log-softmax output, its gradient and the logits' gradient (the 
 themselves are freed when the Trainer drops the model's outputs before calling backward).
 Gradient checkpointing keeps one b·s·hidden input per layer plus one layer being recomputed.
 
+Quantized bases (``model.quantization``): bitsandbytes quantizes the weight of every Linear
+(and GPT-2 Conv1D) except the heads. 4-bit NF4 stores half a byte per weight plus its state: one
+absmax per block of 64 weights, double-quantized to one byte, with an fp32 absmax per 256
+blocks. 8-bit stores a byte per weight plus an fp32 scale per output row. Everything else
+(embeddings, norms, biases, heads) is cast to fp32 for k-bit training. Each quantized layer
+dequantizes its weight in the compute dtype for its matmuls, one layer at a time. On CPU the
+process keeps the full-precision weights it read in order to quantize them (peak RSS does not
+shrink with 4-bit, measured), so they are counted as well; the memory win is a GPU figure.
+
 Calibration (tests/bench/bench_memory_estimate.py, peak RSS on CPU, torch 2.13, Llama-style
 models hidden 512–768, vocab 16k–32k): peak RSS exceeds the tensor sum by a roughly constant
 factor, glibc keeping freed activation memory mapped, so activations are multiplied by
@@ -32,7 +41,7 @@ from typing import Any
 
 from graftlab.core.adapter.plan import AdapterPlan
 from graftlab.core.config import TrainingConfig
-from graftlab.core.model.module_tree import ModuleTree
+from graftlab.core.model.module_tree import LINEAR_CLASSES, ModuleTree
 from graftlab.core.train.chunked_loss import chunk_tokens, use_chunked_loss
 from graftlab.core.train.device import CPU_ONLY, Accelerator, decide, probe_accelerator
 
@@ -40,6 +49,9 @@ CPU_BASELINE = 600 * 2**20  # imported libraries + Trainer/runtime, measured (se
 CUDA_CONTEXT = 500 * 2**20  # CUDA context + cuBLAS workspaces, outside max_memory_allocated
 CPU_ALLOCATOR_SLACK = 1.2  # peak RSS / live activation tensors, calibrated on CPU
 LOSS_BYTES_PER_LOGIT = 12  # three fp32 b·s·vocab tensors at the loss (see module doc)
+# bytes per quantized weight: 4-bit packed, absmax per 64 (1 byte), fp32 absmax per 256 blocks
+NF4_DQ_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+INT8_BYTES = 1.0  # plus an fp32 scale per output row
 _ATTN_OUT = ("o_proj", "out_proj", "c_proj", "dense", "wo")
 _DROPOUT_KEYS = ("attention_dropout", "attn_pdrop", "attention_probs_dropout_prob")
 
@@ -139,6 +151,25 @@ def _per_token_layer(dims: ModelDims, tree: ModuleTree, plan: AdapterPlan) -> fl
     return units + extra
 
 
+def quantized_weights(tree: ModuleTree, plan: AdapterPlan,
+                      quantization: str) -> tuple[int, int, int]:
+    """(bytes of the quantized weights with their state, parameters quantized, largest
+    quantized weight) for a base loaded with `quantization`; (0, 0, 0) for ``none``."""
+    if quantization == "none":
+        return 0, 0, 0
+    keep = set(tree.head) | set(plan.saved_modules)
+    total, count, largest = 0.0, 0, 0
+    for m in tree.modules.values():
+        if m.cls not in LINEAR_CLASSES or not m.in_features or not m.out_features:
+            continue
+        if m.name in keep or m.name.rpartition(".")[2] == "lm_head":
+            continue
+        n = m.in_features * m.out_features
+        count, largest = count + n, max(largest, n)
+        total += n * NF4_DQ_BYTES if quantization == "4bit" else n * INT8_BYTES + 4 * m.out_features
+    return int(total), count, largest
+
+
 def verdict_for(total: int, free: int) -> str:
     """fits below 80 % of the free memory, tight below 100 %, else will not fit."""
     return "fits" if total < 0.8 * free else "tight" if total < free else "will not fit"
@@ -155,7 +186,8 @@ def _device_memory(device: str) -> tuple[int, int]:
 def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfig,
                     max_length: int, device: str = "cpu", dtype_bytes: int | None = None,
                     model_config: Any = None,
-                    accel: Accelerator | None = None) -> MemoryEstimate:
+                    accel: Accelerator | None = None,
+                    quantization: str = "none") -> MemoryEstimate:
     """Estimate the peak memory of training `plan` on `tree` with `training` settings.
 
     Args:
@@ -171,6 +203,8 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
             dropout.
         accel: what the machine has (GPU, bf16 support, GPU memory). Without it, a CPU device
             needs no probe and any other asks torch in this process.
+        quantization: ``model.quantization`` (``none``, ``8bit``, ``4bit``): quantized weights
+            with their quantization state, the rest in fp32 (see the module doc).
 
     Returns:
         The estimate with a breakdown (weights, adapter, gradients, optimizer, activations,
@@ -192,7 +226,10 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
     trainable = plan.trainable_params
     per_layer = _per_token_layer(dims, tree, plan) * tokens * act_bytes
     scores = (2.25 * b * dims.heads * s * s * act_bytes) if dims.attn_dropout > 0 else 0.0
-    if training.gradient_checkpointing:
+    checkpointing = training.gradient_checkpointing
+    if checkpointing is None:  # unset: on with a 4-bit base (graftlab.core.config)
+        checkpointing = quantization == "4bit"
+    if checkpointing:
         # Layer inputs stay; one layer is recomputed at a time. Freed forward memory is reused
         # by the recompute, but the loss tensors come on top (CPU allocator keeps both).
         saved = dims.layers * tokens * dims.hidden * act_bytes + per_layer + scores
@@ -209,10 +246,18 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
     if plan.variant == "dora":  # one dense W + s·B·A at a time for the weight norm
         activations += 2 * max((m.in_features * m.out_features for m in plan.modules),
                                default=0) * 4
+    quant_bytes, quant_params, largest = quantized_weights(tree, plan, quantization)
+    if quant_params:  # one layer's weight dequantized for its matmul (and its input gradient)
+        activations += 2 * largest * act_bytes
+        weights = quant_bytes + (tree.total_params - quant_params) * 4
+        if device == "cpu":  # the full-precision weights read to quantize stay resident
+            weights += quant_params * 4
+    else:
+        weights = tree.total_params * dtype_bytes
     if device == "cpu":
         activations *= CPU_ALLOCATOR_SLACK
     breakdown = {
-        "weights": tree.total_params * dtype_bytes,
+        "weights": weights,
         "adapter": trainable * 4,  # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype)
         "gradients": trainable * 4,
         "optimizer": trainable * 8,  # AdamW: exp_avg and exp_avg_sq in fp32
@@ -227,6 +272,9 @@ def estimate_memory(tree: ModuleTree, plan: AdapterPlan, training: TrainingConfi
     verdict = verdict_for(total, dev_free)
     notes = [f"hidden {dims.hidden}, layers {dims.layers}, ffn {dims.ffn}, vocab {dims.vocab}, "
              f"batch {b} × {s} tokens, {precision} on {device}"]
+    if quant_params:
+        notes.append(f"{quantization} base: {quant_params:,} weights quantized "
+                     f"({quant_bytes / 2**20:,.1f} MB with their quantization state)")
     if device == "cuda":
         notes.append("GPU estimate is not calibrated on hardware yet.")
     return MemoryEstimate(breakdown, total, device, dev_total, dev_free, verdict, dims, notes)

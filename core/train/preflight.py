@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from graftlab.core.adapter.plan import AdapterPlan
-from graftlab.core.config import RunConfig
+from graftlab.core.config import RunConfig, uses_checkpointing
 from graftlab.core.data.packing import PackingDecision, decide_packing
 from graftlab.core.model.module_tree import ModuleTree
 from graftlab.core.train.device import Accelerator
@@ -60,6 +60,7 @@ class RunPlan:
     device: str
     precision: str
     fit_warning: str | None
+    quantization: str = "none"
 
     def to_json(self) -> dict[str, Any]:
         from graftlab.core.train.session import RUNTIME_NAMES
@@ -67,7 +68,8 @@ class RunPlan:
         mem = self.memory
         return {
             "model": {"type": self.tree.model_type, "task": self.tree.task,
-                      "total_params": self.tree.total_params},
+                      "total_params": self.tree.total_params,
+                      "quantization": self.quantization},
             "modules": [{"name": m.name, "rank": m.rank, "alpha": m.alpha, "params": m.params}
                         for m in self.plan.modules],
             "trainable_params": self.plan.trainable_params,
@@ -89,7 +91,9 @@ class RunPlan:
 
         t, p, mem = self.tree, self.plan, self.memory
         gb = 2**30
-        lines = [f"model      {t.model_type} ({t.task}), {t.total_params:,} parameters",
+        quantized = f", {self.quantization} base" if self.quantization != "none" else ""
+        lines = [f"model      {t.model_type} ({t.task}), {t.total_params:,} parameters"
+                 f"{quantized}",
                  f"device     {self.device} ({self.precision})",
                  f"adapter    {len(p.modules)} modules, {p.trainable_params:,} trainable "
                  f"({p.percent:.3f}%)"]
@@ -165,7 +169,8 @@ def memory_for(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan, device: str,
         worst = sum(sorted(summary.lengths)[-training.batch_size:])
         training, length = dataclasses.replace(training, batch_size=1), worst
     est = estimate_memory(tree, plan, training, max(length, 1), device,
-                          model_config=model_config, accel=accel)
+                          model_config=model_config, accel=accel,
+                          quantization=cfg.model.quantization)
     override = os.environ.get(FREE_MEMORY_ENV)
     if override:
         est.device_free = int(float(override))
@@ -191,7 +196,7 @@ def fit_sentence(est: MemoryEstimate, cfg: RunConfig) -> str | None:
     if part == "activations" or est.breakdown.get("activations", 0) > 0.3 * est.total:
         fixes.append(f"a smaller training.batch_size (now {cfg.training.batch_size})")
         fixes.append(f"a shorter data.max_length (now {cfg.data.max_length})")
-        if not cfg.training.gradient_checkpointing:
+        if not uses_checkpointing(cfg):
             fixes.append("training.gradient_checkpointing: true")
     quant = getattr(cfg.model, "quantization", None)
     if quant is not None and quant != "4bit":
@@ -203,6 +208,18 @@ def fit_sentence(est: MemoryEstimate, cfg: RunConfig) -> str | None:
     return (f"the run needs about {est.total / gb:.1f} GB but {where} has "
             f"{est.device_free / gb:.1f} GB free; the largest part is {part} "
             f"({size / gb:.1f} GB){hint}.")
+
+
+def check_run_options(cfg: RunConfig, tree: ModuleTree, device: str,
+                      model_config: Any) -> Any:
+    """`model.quantization` and `training.kernels` against this model and device, before any
+    weight is loaded: one sentence for a combination that cannot work. Returns the kernel
+    choice (graftlab.core.train.kernels.KernelChoice) with its run-log line."""
+    from graftlab.core.model.quantization import check_quantization
+    from graftlab.core.train.kernels import decide_kernels
+
+    check_quantization(cfg.model.quantization, cfg.adapter.variant, device, model_config)
+    return decide_kernels(cfg.training.kernels, device, tree.model_type, tree.task)
 
 
 def config_dict(source: Any) -> Any:
@@ -225,6 +242,9 @@ def assemble_plan(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan,
 
     findings = check_plan(plan, tree.model_type, tree.tie_word_embeddings)
     device, precision, _notes = pick_device_and_precision(cfg, accel)
+    from graftlab.core.model.quantization import check_quantization
+
+    check_quantization(cfg.model.quantization, cfg.adapter.variant, device, model_config)
     packing = resolve_packing(cfg, tree, summary.lengths if summary else None, device,
                               attn_implementation(model_config))
     if summary is None and packing.mode == "off" and cfg.training.packing == "auto" \
@@ -233,7 +253,7 @@ def assemble_plan(cfg: RunConfig, tree: ModuleTree, plan: AdapterPlan,
                                   "training starts (no data read here)")
     est = memory_for(cfg, tree, plan, device, accel, summary, packing, model_config)
     return RunPlan(tree, plan, est, findings, packing, summary, device, precision,
-                   fit_sentence(est, cfg))
+                   fit_sentence(est, cfg), cfg.model.quantization)
 
 
 def make_plan(cfg: RunConfig, accel: Accelerator | None = None,

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from graftlab.core.adapter.plan import AdapterPlan
-from graftlab.core.config import RunConfig
+from graftlab.core.config import RunConfig, uses_checkpointing
 from graftlab.core.errors import UserError
 
 
@@ -40,12 +40,14 @@ def prepare_run_dir(output_dir: str | Path) -> Path:
 
 
 def write_resolved_run(run_dir: Path, cfg: RunConfig, plan: AdapterPlan, tree_task: str) -> Path:
-    """Save run.yaml with the exact adapted module names (no globs) and the resolved task."""
+    """Save run.yaml with the exact adapted module names (no globs), the resolved task and
+    whether gradient checkpointing was used."""
     resolved = dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, task=tree_task),
         adapter=plan.resolved(),
-        training=dataclasses.replace(cfg.training, output_dir=str(run_dir)),
+        training=dataclasses.replace(cfg.training, output_dir=str(run_dir),
+                                     gradient_checkpointing=uses_checkpointing(cfg)),
     )
     path = run_dir / "run.yaml"
     resolved.save(path)

@@ -277,6 +277,22 @@ class TrainingSession(RunControl):
                           f"{vocab:,}-token vocabulary (the full logits are never held)"))
         return True
 
+    def _prepare_base(self, model: Any, dtype: Any, kernels: Any) -> Any:
+        """A quantized base made ready for k-bit training, and the fused kernels, each said in
+        the run log."""
+        quantization = self.cfg.model.quantization
+        if quantization != "none":
+            from graftlab.core.model.quantization import describe, prepare_for_training
+
+            model = prepare_for_training(model)
+            self.emit(Message(describe(quantization, dtype)))
+        if kernels.use:
+            from graftlab.core.train.kernels import apply_kernels
+
+            apply_kernels(model)
+        self.emit(Message(kernels.message))
+        return model
+
     def _check_stop(self) -> None:
         # Several processes stop together, at a step end (SessionCallback agrees on it): rank 0
         # alone reads the requests, and leaving before the others would strand them.
@@ -330,6 +346,11 @@ class TrainingSession(RunControl):
     def _check_fsdp(self) -> None:
         if not self.fsdp:
             return
+        if self.cfg.model.quantization != "none":  # bitsandbytes weights are not sharded here
+            raise UserError(f"`training.distributed: fsdp` cannot shard a "
+                            f"{self.cfg.model.quantization} base; use `training.distributed: "
+                            "ddp` (each GPU holds the quantized base) or "
+                            "`model.quantization: none`.", field="training.distributed")
         device, _precision, _notes = pick_device_and_precision(self.cfg)
         if device != "cuda":  # accelerate would quietly train data-parallel instead
             raise UserError("`training.distributed: fsdp` needs CUDA GPUs (accelerate shards "
@@ -389,6 +410,7 @@ class TrainingSession(RunControl):
         from graftlab.core.train.checkpoints import make_trainer_class
         from graftlab.core.train.preflight import (
             attn_implementation,
+            check_run_options,
             config_dict,
             data_summary,
             fit_sentence,
@@ -405,6 +427,9 @@ class TrainingSession(RunControl):
             self.emit(Message(n, "warning"))
         distributed.init(device)
         source = resolve_source(cfg.model.source, cfg.model.trust_remote_code)
+        model_config = config_dict(source)
+        assert self.tree is not None
+        kernels = check_run_options(cfg, self.tree, device, model_config)  # before any weight
         tokenizer = load_tokenizer(source)
         self.tokenizer, self.task = tokenizer, task
         with distributed.main_first():  # tokenized once; the other ranks read the cache
@@ -413,8 +438,6 @@ class TrainingSession(RunControl):
                           f"{data.num_dropped} dropped, {data.num_truncated} truncated"
                           + (f", {len(data.eval)} held out" if data.eval is not None else "")))
         summary = data_summary(data)
-        assert self.tree is not None
-        model_config = config_dict(source)
         decision = resolve_packing(cfg, self.tree, summary.lengths, device,
                                    attn_implementation(model_config))
         fits = fit_sentence(memory_for(cfg, self.tree, plan, device, None, summary, decision,
@@ -432,7 +455,9 @@ class TrainingSession(RunControl):
             cfg.model.source, task, trust_remote_code=cfg.model.trust_remote_code,
             allow_pickle=cfg.model.allow_pickle_weights, num_labels=cfg.model.num_labels,
             label_names=data.label_names, dtype=dtype, device=device,
-            on_download=download_reporter(self.emit))
+            on_download=download_reporter(self.emit), quantization=cfg.model.quantization,
+            keep_modules=[*self.tree.head, *plan.saved_modules])
+        model = self._prepare_base(model, dtype, kernels)
         model.config.use_cache = False  # a KV cache in training is wasted work (and breaks packing)
         if model.config.pad_token_id is None:  # classifiers find the last token by padding
             model.config.pad_token_id = tokenizer.pad_token_id
@@ -458,7 +483,8 @@ class TrainingSession(RunControl):
                                   wrap_classes=getattr(model, "_no_split_modules", None))
         started = Started(str(self.run_dir), 0, plan.trainable_params, plan.base_params,
                           device, precision, len(data.train),
-                          world_size=self.ranks.world_size)
+                          world_size=self.ranks.world_size,
+                          quantization=cfg.model.quantization)
         if self.ranks.many:
             self.emit(Message(f"{self.ranks.world_size} processes ({cfg.training.distributed}), "
                               f"{cfg.training.batch_size} examples per process per micro-batch; "

@@ -42,6 +42,27 @@ def test_save_load_save_is_identical(qtbot, make_window, tmp_path):
     assert w2.plan.trainable_params == w.plan.trainable_params
 
 
+def test_quantization_round_trips_through_run_yaml(qtbot, make_window, tmp_path):
+    w = make_window()
+    open_model(qtbot, w, "demo:tiny-llama")
+    w.layer_tree.apply_preset("attention")
+    w.model_panel.quant_combo.setCurrentText("4bit")
+    w.training_panel.set_values(TrainingConfig(kernels="off", output_dir=str(tmp_path / "r")))
+    first = tmp_path / "first.yaml"
+    w.run_files.save_run(first)
+    saved = RunConfig.load(first)
+    assert saved.model.quantization == "4bit" and saved.training.kernels == "off"
+    assert saved.training.gradient_checkpointing is None  # auto: on with the 4-bit base
+    w2 = make_window()
+    w2.run_files.load_run_file(first)
+    wait_loaded(qtbot, w2)
+    assert w2.model_panel.quant_combo.currentText() == "4bit"
+    assert w2.run_config().model == saved.model
+    second = tmp_path / "second.yaml"
+    w2.run_files.save_run(second)
+    assert second.read_text() == first.read_text()
+
+
 def test_globs_from_a_hand_written_run_resolve_like_the_core(qtbot, make_window, tmp_path):
     hand = tmp_path / "hand.yaml"
     RunConfig(adapter=AdapterConfig(targets=["*.q_proj", "*.v_proj"], overrides=[

@@ -32,6 +32,15 @@ def test_defaults_and_round_trip(panel):
     assert panel.values() == cfg
 
 
+@pytest.mark.parametrize("setting,shown", [(None, "auto"), (True, "on"), (False, "off")])
+def test_checkpointing_auto_on_off_and_kernels(panel, setting, shown):
+    cfg = TrainingConfig(gradient_checkpointing=setting, kernels="on")
+    panel.set_values(cfg)
+    assert panel.fields["gradient_checkpointing"].currentText() == shown
+    assert panel.fields["kernels"].currentText() == "on"
+    assert panel.values() == cfg
+
+
 def test_every_field_has_its_docstring_as_tooltip(panel):
     docs = field_docs(TrainingConfig)
     assert set(docs) == {f.name for f in dataclasses.fields(TrainingConfig)}

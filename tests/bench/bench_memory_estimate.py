@@ -130,6 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="only the first two cases")
+    parser.add_argument("--only", help="only the cases whose name contains this text")
     args = parser.parse_args()
     if args.child:
         child(args.child)
@@ -139,6 +140,8 @@ def main() -> None:
     from graftlab.core.train.preflight import make_plan
 
     cases = CASES[:2] if args.quick else CASES
+    if args.only:
+        cases = [c for c in cases if args.only in c[0]]
     results, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

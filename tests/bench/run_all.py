@@ -51,8 +51,10 @@ def summarise(name: str, r: dict) -> tuple[str, str]:
                 f"{_fmt(r['tree_build_s'], ' s')}, CLI {_fmt(r['cli_wall_s_min'], ' s')}",
                 "exact count")
     if name == "gpu":
-        return (f"{r['tokens_per_s']:,} tok/s, MFU {_fmt(r['mfu'])}, peak "
-                f"{_fmt(r['peak_mem_gib'], ' GiB')} on {r['device']}", "-")
+        cases = [c if "error" in c else
+                 (f"{c['mode']}: {c['tokens_per_s']:,} tok/s, MFU {_fmt(c['mfu'])}, peak "
+                  f"{_fmt(c['peak_vram_gib'], ' GiB')}") for c in r["cases"]]
+        return "; ".join(str(c) for c in cases) + f" on {r['device']}", "-"
     leaves = [(k, v) for k, v in _leaves(r) if k != "bench" and "target" not in k]
     target = next((f"{k}: {v}" for k, v in _leaves(r) if "target" in k), "-")
     return ", ".join(f"{k} {_fmt(v)}" for k, v in leaves[:6]) or "(see raw JSON)", target

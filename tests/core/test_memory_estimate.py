@@ -88,3 +88,47 @@ def test_auto_precision_on_a_gpu_without_bf16_keeps_fp32_weights(llama):
     new_gpu = dataclasses.replace(old_gpu, bf16=True)
     est_new = me.estimate_memory(tree, plan, auto, 128, "auto", accel=new_gpu)
     assert est_new.breakdown["weights"] == tree.total_params * 2
+
+
+# ---- quantized bases (model.quantization) -------------------------------------------------
+GPU = Accelerator(cuda=True, bf16=True, name="GPU", total_bytes=80 * GB, free_bytes=80 * GB)
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_quantized_weights_count_their_state(llama, quantization):
+    tree, plan = llama
+    layer_linear = [m for m in tree.modules.values() if m.cls == "Linear" and m.layer is not None]
+    n = sum(m.in_features * m.out_features for m in layer_linear)
+    assert "lm_head" in tree.modules and tree.modules["lm_head"].layer is None  # kept
+    q_bytes, q_params, largest = me.quantized_weights(tree, plan, quantization)
+    assert q_params == n and largest == max(m.in_features * m.out_features for m in layer_linear)
+    if quantization == "4bit":  # NF4 nibbles + 8-bit absmax per 64 + fp32 absmax per 256 blocks
+        assert q_bytes == int(n / 2 + n / 64 + 4 * n / (64 * 256))
+    else:  # int8 weights + an fp32 scale per output row
+        assert q_bytes == n + 4 * sum(m.out_features for m in layer_linear)
+    gpu = est(tree, plan, device="cuda", accel=GPU, quantization=quantization)
+    assert gpu.breakdown["weights"] == q_bytes + (tree.total_params - n) * 4
+    cpu = est(tree, plan, quantization=quantization)  # the fp32 weights read stay resident
+    assert cpu.breakdown["weights"] == gpu.breakdown["weights"] + 4 * n
+    assert any(quantization in note for note in cpu.notes)
+
+
+def test_4bit_checkpoints_unless_told_otherwise(llama):
+    tree, plan = llama
+    train = TrainingConfig(batch_size=4)  # gradient_checkpointing unset
+    acts = {q: me.estimate_memory(tree, plan, train, 512, quantization=q).breakdown[
+        "activations"] for q in ("none", "4bit")}
+    off = me.estimate_memory(tree, plan, dataclasses.replace(train, gradient_checkpointing=False),
+                             512, quantization="4bit").breakdown["activations"]
+    assert acts["4bit"] < acts["none"] < off
+
+
+def test_a_classifier_head_is_not_quantized(tiny_models):
+    tree = build_tree(str(tiny_models["bert"]))
+    plan = plan_adapter(tree, AdapterConfig(targets=["*.query", "*.value"]))
+    _bytes, params, _largest = me.quantized_weights(tree, plan, "4bit")
+    head = sum(tree.modules[h].in_features * tree.modules[h].out_features for h in tree.head
+               if tree.modules[h].cls == "Linear")
+    linear = sum(m.in_features * m.out_features for m in tree.modules.values()
+                 if m.cls == "Linear")
+    assert head > 0 and params == linear - head
