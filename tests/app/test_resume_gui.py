@@ -42,13 +42,15 @@ def steps_of(batches) -> list[int]:
     return [ev.step for batch in batches for ev in batch if isinstance(ev, Step)]
 
 
+LONG_RUN = 60  # steps: room for a stop to arrive (a tiny model's step takes milliseconds)
+
+
 @pytest.mark.slow
 def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
-    MAX = 60  # room for the stop to arrive: a tiny model's step takes milliseconds
     w = window()
     w.show()
     run = tmp_path / "runs" / "first"
-    prepare(qtbot, w, run, max_steps=MAX)
+    prepare(qtbot, w, run, max_steps=LONG_RUN)
     batches: list = []
     w.controller.events.connect(batches.append)
     w.start_action.trigger()
@@ -60,7 +62,7 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
     assert asked == [w]
     assert not (run / "adapter").exists(), "discard writes no adapter"
     stopped_at = latest_checkpoint(run).step  # ...but the stop checkpoint keeps it resumable
-    assert 3 <= stopped_at < MAX
+    assert 3 <= stopped_at < LONG_RUN
 
     # File > Resume run… lists it (under the output folder's parent) with its progress
     w.training_panel.fields["output_dir"].setText(str(tmp_path / "runs" / "second"))
@@ -68,9 +70,9 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
     dialog = w.run_files.resume_dialog
     qtbot.waitUntil(lambda: not dialog.is_scanning() and bool(dialog.rows), timeout=10_000)
     assert [r.run_dir for r in dialog.rows] == [run]
-    assert (dialog.rows[0].step, dialog.rows[0].max_steps) == (stopped_at, MAX)
+    assert (dialog.rows[0].step, dialog.rows[0].max_steps) == (stopped_at, LONG_RUN)
     bar = dialog.table.cellWidget(0, 1)
-    assert (bar.value(), bar.maximum()) == (stopped_at, MAX)
+    assert (bar.value(), bar.maximum()) == (stopped_at, LONG_RUN)
     assert dialog.table.item(0, 2).text()[:2] == "20"  # a date
     assert dialog.chosen_run() == run and dialog.resume_button.isEnabled()
     with qtbot.waitSignal(w.controller.finished, timeout=120_000):
@@ -83,8 +85,8 @@ def test_stop_discard_then_resume_from_the_dialog(qtbot, window, tmp_path):
     assert w.run_config().training.output_dir == str(run)  # its run.yaml is in the window
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     steps = [e.step for e in read_metrics(run / "metrics.jsonl") if isinstance(e, Step)]
-    assert steps == list(range(1, MAX + 1)), "every step exactly once"
-    assert w.plots.point_count("loss") == MAX  # history + the live rest
+    assert steps == list(range(1, LONG_RUN + 1)), "every step exactly once"
+    assert w.plots.point_count("loss") == LONG_RUN  # history + the live rest
     assert w.start_action.isEnabled()
 
     # a finished run is listed for reference but cannot be chosen
