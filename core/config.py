@@ -170,6 +170,13 @@ class TrainingConfig:
     """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``."""
     precision: str = "auto"
     """``auto`` (bf16 on GPUs that support it, else fp32), ``fp32``, ``bf16``; fp16 is GPU-only."""
+    processes: int = 1
+    """Training processes on this machine (one per GPU). Above 1, ``graftlab train`` starts
+    ``torchrun`` with this many processes (data-parallel); under an outside ``torchrun`` or
+    ``accelerate launch``, their process count wins."""
+    distributed: str = "ddp"
+    """With several processes: ``ddp`` (each holds the whole model, gradients are averaged) or
+    ``fsdp`` (parameters sharded by decoder layer, for models that do not fit one GPU)."""
     output_dir: str = "runs/graftlab"
     """Run folder: run.yaml, metrics.jsonl, adapter/ and checkpoints/ go here."""
     packing: str = "auto"
@@ -187,13 +194,6 @@ class TrainingConfig:
     torch_compile: bool = False
     """Compile the model with ``torch.compile``. Off by default: turn it on only where a
     measurement shows it wins (compile time is paid at the start of every run)."""
-    processes: int = 1
-    """Training processes on this machine (one per GPU). Above 1, ``graftlab train`` starts
-    ``torchrun`` with this many processes (data-parallel); under an outside ``torchrun`` or
-    ``accelerate launch``, their process count wins."""
-    distributed: str = "ddp"
-    """With several processes: ``ddp`` (each holds the whole model, gradients are averaged) or
-    ``fsdp`` (parameters sharded by decoder layer, for models that do not fit one GPU)."""
     kernels: str = "auto"
     """Fused Liger kernels (RMSNorm, RoPE, SwiGLU) on CUDA: ``auto`` uses them when
     liger-kernel is installed and supports the model, and skips them otherwise (CPU); ``on``
