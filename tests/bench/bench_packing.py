@@ -6,8 +6,8 @@ Run: python tests/bench/bench_packing.py [--repeats 3] [--shapes uniform,skewed,
 Every run is a fresh subprocess; within each repeat the four variants of a shape run back to
 back in a rotating order (the machine is shared and noisy), and the medians over repeats count.
 Both the median and the best of the repeats are printed (on a shared machine the fastest run
-is the least disturbed one). Speed is non-padding tokens per second over the training loop (plain: Trainer's train_runtime;
-graftlab: the session's active seconds), and the whole process's wall time. Prints one JSON line
+is the least disturbed one). Speed is non-padding tokens per second over the training loop
+(plain: Trainer's train_runtime; graftlab: the session's active seconds), and the whole process's wall time. Prints one JSON line
 per shape and a final JSON line; targets: auto within 2 % of the better of on/off, and not slower
 than the plain script (loop ratio >= 1).
 """
