@@ -2,14 +2,14 @@
 shapes: uniform lengths (every example truncated to 128 tokens), the length-skewed set of
 bench_throughput_skewed.py (8 to 512 tokens, long tail) and long documents (300 to 1024 tokens).
 
-Run: python tests/bench/bench_packing.py [--repeats 3] [--shapes uniform,skewed,long]
+Run: python tests/bench/bench_packing.py [--repeats 3] [--shapes uniform,skewed,long] [--steps N]
 Every run is a fresh subprocess; within each repeat the four variants of a shape run back to
-back in a rotating order (the machine is shared and noisy), and the medians over repeats count.
-Both the median and the best of the repeats are printed (on a shared machine the fastest run
-is the least disturbed one). Speed is non-padding tokens per second over the training loop
-(plain: Trainer's train_runtime; graftlab: the session's active seconds), and the whole process's wall time. Prints one JSON line
-per shape and a final JSON line; targets: auto within 2 % of the better of on/off, and not slower
-than the plain script (loop ratio >= 1).
+back in a rotating order (the machine is shared and noisy). Both the medians over repeats and
+the best of the repeats are printed (on a shared machine the fastest run is the least
+disturbed one). Speed is non-padding tokens per second over the training loop (plain:
+Trainer's train_runtime; graftlab: the session's active seconds), and the whole process's wall
+time. Prints one JSON line per shape and a final JSON line; targets: auto within 2 % of the
+better of on/off, and not slower than the plain script (loop ratio >= 1).
 """
 
 from __future__ import annotations
