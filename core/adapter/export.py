@@ -62,8 +62,9 @@ def _is_hub_id(name: str) -> bool:
 
 def adapter_readme(base_name: str) -> str:
     """The short model card of earlier Graftlab versions (recognised, and replaced, by
-    save_adapter; graftlab.core.adapter.model_card writes today's). ``base_model`` metadata only for a hub id: the hub turns it into a
-    link, and a local path would become a broken URL."""
+    save_adapter; graftlab.core.adapter.model_card writes today's). ``base_model`` metadata
+    only for a hub id: the hub turns it into a link, and a local path would become a broken
+    URL."""
     meta = ["library_name: peft", "tags:", "- lora", "- graftlab"]
     if _is_hub_id(base_name):
         meta.insert(0, f"base_model: {base_name}")

@@ -58,6 +58,8 @@ class CardFacts:
     max_steps: int | None = None
     final_loss: float | None = None
     eval: dict[str, float] = field(default_factory=dict)
+    device: str | None = None  # as the run resolved it (training.device may say auto)
+    precision: str | None = None
     export: str = "peft"
 
 
@@ -114,6 +116,7 @@ def _read_metrics(path: Path, facts: CardFacts) -> None:
         if kind == "started":
             facts.max_steps = e.get("total_steps")
             facts.examples = e.get("num_examples")
+            facts.device, facts.precision = e.get("device"), e.get("precision")
         elif kind == "step":
             facts.steps, facts.final_loss = e.get("step"), e.get("loss")
         elif kind == "eval" and not e.get("base"):
@@ -154,6 +157,18 @@ def _names(names: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def _target_summary(names: list[str]) -> str:
+    """``8 modules: q_proj, v_proj in layers 0-3``."""
+    kinds = sorted({n.rpartition(".")[2] for n in names})
+    layers = sorted({int(m.group(1)) for n in names if (m := re.search(r"\.(\d+)\.", n))})
+    where = ""
+    if layers:
+        span = f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) \
+            else ", ".join(map(str, layers))
+        where = f" in layer{'s' if len(layers) > 1 else ''} {span}"
+    return f"{len(names)} modules: {', '.join(kinds)}{where}"
+
+
 def _scale(alpha: float, rank: int, variant: str) -> float:
     return alpha / (math.sqrt(rank) if variant == "rslora" else rank) if rank else 0.0
 
@@ -168,8 +183,10 @@ def _adapter_lines(f: CardFacts) -> list[str]:
              f"- **Rank / alpha:** r = {f.rank}, alpha = {_num(f.alpha)} "
              f"(scale {_num(_scale(f.alpha, f.rank, f.variant))})"]
     if f.modules:
-        lines.append(f"- **Target modules ({len(f.modules)}):** "
-                     + _names([n for n, _r, _a in f.modules]))
+        names = [n for n, _r, _a in f.modules]
+        lines += [f"- **Target modules:** {_target_summary(names)}", "",
+                  f"<details><summary>All {len(names)} modules</summary>", "",
+                  *[f"- `{n}`" for n in names], "", "</details>"]
         groups: dict[tuple[int, float], list[str]] = {}
         for name, r, a in f.modules:
             if (r, a) != (f.rank, f.alpha):
@@ -184,7 +201,8 @@ def _adapter_lines(f: CardFacts) -> list[str]:
 
 def _training_lines(f: CardFacts) -> list[str]:
     d, t = f.data, f.training
-    data = [f"- **Dataset:** `{d['path']}`" + (f" ({d['format']})" if d.get("format") else "")]\
+    fmt = d.get("format") if d.get("format") not in (None, "auto") else None
+    data = [f"- **Dataset:** `{d['path']}`" + (f" ({fmt})" if fmt else "")] \
         if d.get("path") else ["- **Dataset:** not recorded"]
     if f.examples is not None:
         held = d.get("eval_fraction") or 0
@@ -195,8 +213,10 @@ def _training_lines(f: CardFacts) -> list[str]:
     hyper = [f"- **{label}:** {t[key]}" for key, label in (
         ("batch_size", "Batch size"), ("gradient_accumulation", "Gradient accumulation"),
         ("learning_rate", "Learning rate"), ("scheduler", "Scheduler"),
-        ("warmup_steps", "Warmup steps"), ("seed", "Seed"), ("precision", "Precision"))
+        ("warmup_steps", "Warmup steps"), ("seed", "Seed"))
         if t.get(key) is not None]
+    if f.device or f.precision:
+        hyper.append(f"- **Training regime:** {f.precision or '?'} on {f.device or '?'}")
     if f.steps is not None:
         planned = f" of {f.max_steps}" if f.max_steps else ""
         hyper.insert(0, f"- **Steps:** {f.steps}{planned}")
