@@ -202,8 +202,10 @@ def _llamacpp_rules(f: _Facts) -> list[CompatIssue]:
     if wrong:
         why = ("rsLoRA scales by alpha/√r but llama.cpp uses alpha/r" if f.rslora else
                "alpha_pattern is dropped: llama.cpp uses the single lora_alpha")
-        fix = ("export it with `graftlab export --format gguf`, which folds each module's "
-               "scale into lora_B")
+        fix = "export it with `graftlab export --format gguf`, which folds each module's " \
+            "scale into lora_B"
+        if f.rslora and len({m.rank for m in f.modules}) == 1:
+            fix += f" (or load it with --lora-scaled FILE {math.sqrt(f.rank):g}, √r)"
         add(CompatIssue("llamacpp-scale", "warning", "llama.cpp",
                         f"{why}, so {_names(wrong)} get the wrong strength; {fix}.",
                         "llama.cpp src/llama-adapter.h get_scale; convert_lora_to_gguf.py "
