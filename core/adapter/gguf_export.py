@@ -145,15 +145,11 @@ def gguf_tensors(config: dict[str, Any], tensors: dict[str, Any],
     return gguf.MODEL_ARCH_NAMES[arch], alpha, out
 
 
-def _is_hub_id(name: str) -> bool:
-    return (name.count("/") == 1 and not name.startswith(("/", ".", "~")) and ":" not in name
-            and not Path(name).exists())
-
-
 def write_gguf(path: Path, arch: str, alpha: float, tensors: list[tuple[str, Any]],
                name: str, base_name: str) -> None:
     """Write the llama.cpp adapter file (metadata as the converter writes it)."""
     import gguf
+    from graftlab.core.adapter.model_card import is_hub_id
 
     writer = gguf.GGUFWriter(path=None, arch=arch)
     writer.add_type(gguf.GGUFType.ADAPTER)
@@ -161,9 +157,9 @@ def write_gguf(path: Path, arch: str, alpha: float, tensors: list[tuple[str, Any
     writer.add_name(name)
     if base_name:  # a hub id gets its page; a local folder only its name, never a made-up URL
         writer.add_base_model_count(1)
-        writer.add_base_model_name(0, Path(base_name).name if not _is_hub_id(base_name)
+        writer.add_base_model_name(0, Path(base_name).name if not is_hub_id(base_name)
                                    else base_name)
-        if _is_hub_id(base_name):
+        if is_hub_id(base_name):
             writer.add_base_model_repo_url(0, f"https://huggingface.co/{base_name}")
     writer.add_tags(["lora", "graftlab"])
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
