@@ -70,6 +70,28 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
     _fsync_dir(path.parent)
 
 
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling path to write (by any writer); on success it is fsynced and
+    renamed to `path` (replacing a file there in one step), on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
 def fsync_tree(root: Path) -> None:
     """fsync every file and folder under `root` (before a rename makes it visible)."""
     for dirpath, _dirs, files in os.walk(root):

@@ -1,4 +1,7 @@
-"""Export a trained adapter: a plain PEFT folder (default) or a merged standalone model.
+"""Export a trained adapter for the runtime that will serve it: PEFT / transformers (the PEFT
+folder as trained), vLLM (one uniform scale), llama.cpp / Ollama (a GGUF LoRA file) or a
+merged standalone model. The dialog asks for the runtime, says in one line what will be
+written, and calls the same core function as `graftlab export` (graftlab.core.adapter.formats).
 
 The export runs off the GUI thread. A merge loads the full base weights, so it runs in a
 short-lived child process (graftlab.core.process.oneshot): the window's process never holds
@@ -9,6 +12,7 @@ from core as a UserError sentence shown in the dialog.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from graftlab.core.adapter.destination import (
     free_subfolder,
     is_graftlab_output,
 )
+from graftlab.core.adapter.formats import RUNTIMES, runtime_for
 from graftlab.core.errors import UserError
 from PySide6.QtCore import Qt, QUrl, Slot
 from PySide6.QtGui import QCloseEvent, QDesktopServices
@@ -29,6 +34,8 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
+    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -44,17 +51,41 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-KINDS = ("adapter", "merged")
+DEFAULT_FOLDERS = {"peft": "export-adapter", "uniform": "export-vllm", "gguf": "export-gguf",
+                   "merged": "export-merged"}
+WRITES = {"peft": "PEFT folder", "uniform": "PEFT folder, one scale", "gguf": "GGUF file",
+          "merged": "full model"}
 
 
-def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
+def _has_per_module_scales(adapter_dir: Path) -> bool:
+    """rank_pattern, alpha_pattern or rsLoRA: what one-scale runtimes serve wrongly."""
+    try:
+        cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and bool(cfg.get("rank_pattern") or cfg.get("alpha_pattern")
+                                          or cfg.get("use_rslora"))
+
+
+def _gguf_base(adapter_dir: str, model_source: str) -> str | None:
+    """The base whose config.json a GGUF export reads: the one the adapter (or its run)
+    names, else the model open in the window."""
+    from graftlab.core.adapter.targets import adapter_target
+
+    try:
+        return adapter_target(adapter_dir).base
+    except UserError:
+        return model_source or None
+
+
+def run_export(fmt: str, adapter_dir: str, model_source: str, task: str,
                out_dir: str, overwrite: bool = False) -> tuple[list[tuple[Path, int]], list[Any]]:
-    """Called in the background thread. A merge runs in a child process; copying an adapter
-    folder imports no torch and runs here.
+    """Called in the background thread. A merge runs in a child process; the other formats
+    (they import torch only to rewrite the adapter's small tensors) run here.
 
-    Returns the written files and the compatibility findings for the adapter.
+    Returns the written files and the compatibility findings for what was written.
     """
-    if kind == "merged":
+    if fmt == "merged":
         from graftlab.core.process.oneshot import call_in_child
 
         # The output folder is judged here first, so a refusal keeps its type (the dialog
@@ -63,9 +94,13 @@ def run_export(kind: str, adapter_dir: str, model_source: str, task: str,
         files = call_in_child("merge", model_source=model_source, adapter_dir=adapter_dir,
                               out_dir=out_dir, task=task, overwrite=overwrite)
         return [(Path(p), int(n)) for p, n in files], []
-    from graftlab.core.adapter.export import export_adapter
+    from graftlab.core.adapter.formats import export_as
 
-    return export_adapter(adapter_dir, out_dir, overwrite=overwrite), compat_findings(adapter_dir)
+    base = _gguf_base(adapter_dir, model_source) if fmt == "gguf" else None
+    files = export_as(fmt, adapter_dir, out_dir, base, overwrite=overwrite, task=task)
+    # what vLLM and llama.cpp will make of the folder just written (a GGUF file was checked
+    # while it was written: every tensor mapped, every scale folded)
+    return files, compat_findings(out_dir) if fmt != "gguf" else []
 
 
 def ask_replace(parent: QWidget, folder: Path) -> bool:
@@ -101,31 +136,42 @@ class ExportDialog(QDialog):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export adapter")
-        self.setMinimumWidth(560)
+        self.setMinimumWidth(600)
         self.adapter_dir = Path(adapter_dir)
         self.model_source, self.task = model_source, task
         self.written: list[tuple[Path, int]] = []
         self._out_edited = False
         self.confirm_replace = ask_replace  # (dialog, folder) -> bool; tests replace it
         self.suggested_dir: Path | None = None
+        self._per_module_scales = _has_per_module_scales(self.adapter_dir)
         self._call = BackgroundCall(self)
         self._call.succeeded.connect(self._on_export_succeeded)
         self._call.failed.connect(self._on_export_failed)
 
-        self.adapter_radio = QRadioButton("PEFT adapter folder (adapter_config.json + "
-                                          "adapter_model.safetensors)")
-        self.adapter_radio.setToolTip("Small; loads with peft.PeftModel.from_pretrained(base, "
-                                      "folder) in PEFT, transformers and vLLM")
-        self.merged_radio = QRadioButton("Merged model (base weights with the adapter folded in)")
-        self.merged_radio.setToolTip(f"A standalone model of {model_source} plus its tokenizer; "
-                                     "as large as the base model")
-        self.adapter_radio.setChecked(True)
-        self._kinds = QButtonGroup(self)
-        self._kinds.addButton(self.adapter_radio)
-        self._kinds.addButton(self.merged_radio)
-        self.adapter_radio.toggled.connect(self._on_kind_toggled)
+        # Which runtime will serve the adapter decides the format (and the folder written).
+        self.runtime_buttons: dict[str, QRadioButton] = {}
+        self._formats = QButtonGroup(self)
+        runtime_box = QGroupBox("Which runtime will serve this adapter?")
+        grid = QGridLayout(runtime_box)
+        grid.setColumnStretch(1, 1)
+        for row, runtime in enumerate(RUNTIMES):
+            button = QRadioButton(runtime.label)
+            button.setToolTip(runtime.explains)
+            writes = QLabel(WRITES[runtime.format])
+            writes.setStyleSheet("color: palette(placeholder-text);")
+            writes.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            grid.addWidget(button, row, 0, Qt.AlignmentFlag.AlignLeft)
+            grid.addWidget(writes, row, 1)
+            self._formats.addButton(button)
+            self.runtime_buttons[runtime.format] = button
+            button.toggled.connect(self._on_format_toggled)
+        self.explain_label = QLabel(wordWrap=True)
+        self.explain_label.setMargin(6)  # (a style-sheet padding breaks the wrapped height)
+        self.explain_label.setStyleSheet("border-radius: 3px; "
+                                         "background: palette(alternate-base);")
+        grid.addWidget(self.explain_label, len(RUNTIMES), 0, 1, 2)
 
-        self.out_edit = QLineEdit(str(self._default_out("adapter")))
+        self.out_edit = QLineEdit(str(self._default_out("peft")))
         self.out_edit.textEdited.connect(self._on_out_edited)
         browse = QToolButton(text="…", toolTip="Choose the output folder")
         browse.clicked.connect(self._on_browse_clicked)
@@ -146,6 +192,7 @@ class ExportDialog(QDialog):
                                    "converter.", wordWrap=True)
         self.compat_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.compat_findings: list[Any] | None = None
+        self._note = ""  # what a merge of this adapter wants said
         self.progress = QProgressBar(minimum=0, maximum=0)  # busy: core reports no fractions
         self.progress.setVisible(False)
         self.status_label = QLabel(wordWrap=True)
@@ -170,8 +217,7 @@ class ExportDialog(QDialog):
         self.export_button.setDefault(True)
 
         layout = QVBoxLayout(self)
-        layout.addWidget(self.adapter_radio)
-        layout.addWidget(self.merged_radio)
+        layout.addWidget(runtime_box)
         layout.addLayout(form)
         layout.addWidget(self.compat_label)
         layout.addWidget(self.progress)
@@ -179,26 +225,42 @@ class ExportDialog(QDialog):
         layout.addWidget(self.subfolder_button)
         layout.addWidget(self.files_table, 1)
         layout.addWidget(self.buttons)
+        self.runtime_buttons["peft"].setChecked(True)
 
     # ---- choices ------------------------------------------------------------------------------
-    def kind(self) -> str:
-        return "merged" if self.merged_radio.isChecked() else "adapter"
+    def export_format(self) -> str:
+        """The export format of the chosen runtime: peft, uniform, gguf or merged."""
+        return next(f for f, b in self.runtime_buttons.items() if b.isChecked())
 
-    def set_kind(self, kind: str) -> None:
-        (self.merged_radio if kind == "merged" else self.adapter_radio).setChecked(True)
+    def set_export_format(self, fmt: str) -> None:
+        self.runtime_buttons[fmt].setChecked(True)
 
-    def _default_out(self, kind: str) -> Path:
-        run_dir = self.adapter_dir.parent
-        return run_dir / ("export-merged" if kind == "merged" else "export-adapter")
+    def _default_out(self, fmt: str) -> Path:
+        return self.adapter_dir.parent / DEFAULT_FOLDERS[fmt]
 
     @Slot(str)
     def _on_out_edited(self, _text: str) -> None:
         self._out_edited = True
 
     @Slot(bool)
-    def _on_kind_toggled(self, _checked: bool) -> None:
+    def _on_format_toggled(self, checked: bool) -> None:
+        if not checked:
+            return
+        fmt = self.export_format()
+        text = runtime_for(fmt).explains
+        if fmt == "peft" and self._per_module_scales:
+            text += (" This adapter has per-module ranks or alphas: for vLLM or llama.cpp, "
+                     "choose them above so they serve it at its trained strength.")
+        self.explain_label.setText(text)
+        if self.written or self.error_text():  # what is shown was for the previous choice
+            self.written = []
+            self.files_table.setVisible(False)
+            self.status_label.setText("")
+            self.status_label.setStyleSheet("")
+            self.subfolder_button.setVisible(False)
+            self.open_button.setEnabled(False)
         if not self._out_edited:
-            self.out_edit.setText(str(self._default_out(self.kind())))
+            self.out_edit.setText(str(self._default_out(fmt)))
 
     @Slot()
     def _on_browse_clicked(self) -> None:
@@ -210,7 +272,7 @@ class ExportDialog(QDialog):
         """A chosen folder that holds other files gets a new subfolder for the export, so its
         contents are never replaced."""
         if folder.is_dir() and any(folder.iterdir()) and not is_graftlab_output(folder):
-            folder = free_subfolder(folder, self._default_out(self.kind()).name)
+            folder = free_subfolder(folder, self._default_out(self.export_format()).name)
         self.out_edit.setText(str(folder))
         self._out_edited = True
 
@@ -218,11 +280,15 @@ class ExportDialog(QDialog):
     def is_busy(self) -> bool:
         return self._call.is_running()
 
-    def _show_compat(self, findings: list[Any]) -> None:
+    def _show_compat(self, findings: list[Any], fmt: str = "peft") -> None:
         self.compat_findings = findings
         if not findings:
-            self.compat_label.setText("Compatibility: no known problems for PEFT, vLLM or "
-                                      "llama.cpp's converter.")
+            self.compat_label.setText({
+                "gguf": "Compatibility: every tensor mapped to llama.cpp's names, every "
+                        "module's scale folded in.",
+                "merged": "Compatibility: a merged model needs no adapter support from the "
+                          "runtime."}.get(fmt, "Compatibility: no known problems for PEFT, "
+                                               "vLLM or llama.cpp's converter."))
             return
         lines = [f"<b>{f.severity}</b> [{f.target}]: {f.message}" for f in findings]
         self.compat_label.setText("Compatibility:<br>" + "<br>".join(lines))
@@ -247,16 +313,24 @@ class ExportDialog(QDialog):
             return
         self.subfolder_button.setVisible(False)
         self._set_busy(True)
-        what = ("Merging and saving the model (in a separate process)" if self.kind() == "merged"
-                else "Copying the adapter")
+        what = {"peft": "Copying the adapter", "uniform": "Writing the uniform-scale adapter",
+                "gguf": "Writing the llama.cpp LoRA file",
+                "merged": "Merging and saving the model (in a separate process)"}
+        what = what[self.export_format()]
+        self._note = ""
+        if self.export_format() == "merged":  # e.g. a run trained on a 4-bit copy of its base
+            from graftlab.core.model.quantization import merge_note
+
+            note = merge_note(self.adapter_dir, self.model_source)
+            self._note = f" Note: {note[0].upper()}{note[1:]}" if note else ""
         self.status_label.setStyleSheet("")
-        self.status_label.setText(f"{what} to {out} …")
-        self._call.start(run_export, self.kind(), str(self.adapter_dir), self.model_source,
+        self.status_label.setText(f"{what} to {out} …{self._note}")
+        self._call.start(run_export, self.export_format(), str(self.adapter_dir), self.model_source,
                          self.task, out, overwrite)
 
     def _set_busy(self, busy: bool) -> None:
         self.progress.setVisible(busy)
-        for w in (self.export_button, self.adapter_radio, self.merged_radio, self.out_edit):
+        for w in (self.export_button, self.out_edit, *self.runtime_buttons.values()):
             w.setEnabled(not busy)
         self.close_button.setEnabled(not busy)
 
@@ -264,7 +338,7 @@ class ExportDialog(QDialog):
     def _on_export_succeeded(self, outcome: Any) -> None:
         self._set_busy(False)
         files, findings = outcome if isinstance(outcome, tuple) else (outcome, [])
-        self._show_compat(findings)
+        self._show_compat(findings, self.export_format())
         self.written = [(Path(p), int(n)) for p, n in files]
         out = Path(self.out_edit.text().strip())
         self.files_table.setRowCount(len(self.written))
@@ -280,7 +354,7 @@ class ExportDialog(QDialog):
         self.files_table.setVisible(True)
         total = sum(n for _p, n in self.written)
         self.status_label.setText(f"Wrote {len(self.written)} files ({human_size(total)}) "
-                                  f"to {out}")
+                                  f"to {out}.{self._note}")
         self.open_button.setEnabled(True)
 
     @Slot(object)

@@ -131,8 +131,8 @@ def _vllm_rules(f: _Facts) -> list[CompatIssue]:
         add(CompatIssue("vllm-uniform-scale", "warning", "vllm",
                         f"vLLM applies one scale (lora_alpha/r = {global_scale:g}) to every "
                         f"module, but {_names(off)} use a different alpha/r in PEFT, so vLLM's "
-                        "outputs will differ; keep alpha/r equal across modules or serve a "
-                        "merged model.",
+                        "outputs will differ; export it with `graftlab export --format "
+                        "uniform` (scales folded into lora_B) or serve a merged model.",
                         "vllm/lora/lora_weights.py LoRALayerWeights.from_config"))
     return out
 
@@ -202,8 +202,10 @@ def _llamacpp_rules(f: _Facts) -> list[CompatIssue]:
     if wrong:
         why = ("rsLoRA scales by alpha/√r but llama.cpp uses alpha/r" if f.rslora else
                "alpha_pattern is dropped: llama.cpp uses the single lora_alpha")
-        fix = (f"load it with --lora-scaled FILE {math.sqrt(f.rank):g} (√r)" if f.rslora and
-               len({m.rank for m in f.modules}) == 1 else "merge the adapter before converting")
+        fix = "export it with `graftlab export --format gguf`, which folds each module's " \
+            "scale into lora_B"
+        if f.rslora and len({m.rank for m in f.modules}) == 1:
+            fix += f" (or load it with --lora-scaled FILE {math.sqrt(f.rank):g}, √r)"
         add(CompatIssue("llamacpp-scale", "warning", "llama.cpp",
                         f"{why}, so {_names(wrong)} get the wrong strength; {fix}.",
                         "llama.cpp src/llama-adapter.h get_scale; convert_lora_to_gguf.py "

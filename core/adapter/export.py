@@ -62,8 +62,10 @@ def _is_hub_id(name: str) -> bool:
 
 
 def adapter_readme(base_name: str) -> str:
-    """A short model card. ``base_model`` metadata only for a hub id: the hub turns it into a
-    link, and a local path would become a broken URL."""
+    """The short model card of earlier Graftlab versions (recognised, and replaced, by
+    save_adapter; graftlab.core.adapter.model_card writes today's). ``base_model`` metadata
+    only for a hub id: the hub turns it into a link, and a local path would become a broken
+    URL."""
     meta = ["library_name: peft", "tags:", "- lora", "- graftlab"]
     if _is_hub_id(base_name):
         meta.insert(0, f"base_model: {base_name}")
@@ -85,12 +87,17 @@ def finite_check(model: Any) -> str | None:
 
 
 def save_adapter(model: Any, out_dir: str | Path, base_name: str,
-                 overwrite: bool = False) -> list[tuple[Path, int]]:
-    """Save a PeftModel's adapter as a plain PEFT folder with ``base_model_name_or_path`` set.
+                 overwrite: bool = False, run_dir: str | Path | None = None
+                 ) -> list[tuple[Path, int]]:
+    """Save a PeftModel's adapter as a plain PEFT folder with ``base_model_name_or_path`` set,
+    and its model card (README.md; from `run_dir`'s run.yaml and metrics.jsonl when given).
 
     Refuses non-finite weights (nothing is written then) and destinations that hold files
-    Graftlab did not write; `overwrite` allows replacing an earlier Graftlab export.
+    Graftlab did not write; `overwrite` allows replacing an earlier Graftlab export. A README
+    the user wrote in `out_dir` is carried over unchanged.
     """
+    from graftlab.core.adapter.model_card import read_facts, render_card, user_readme
+
     out_dir = Path(out_dir)
     bad = finite_check(model)
     if bad:
@@ -104,7 +111,11 @@ def save_adapter(model: Any, out_dir: str | Path, base_name: str,
         if isinstance(cfg.get("modules_to_save"), list):  # peft appends the head's name again
             cfg["modules_to_save"] = list(dict.fromkeys(cfg["modules_to_save"]))
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
-        (tmp / "README.md").write_text(adapter_readme(base_name), encoding="utf-8")
+        kept = user_readme(out_dir)
+        if kept is not None and kept == adapter_readme(base_name):
+            kept = None  # the short card of earlier Graftlab versions: ours to replace
+        card = kept if kept is not None else render_card(read_facts(tmp, run_dir, base_name))
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         labels = classifier_labels(model)
         if labels:
             (tmp / LABELS_FILE).write_text(json.dumps(labels, indent=2), encoding="utf-8")
@@ -131,10 +142,13 @@ def export_adapter(adapter_dir: str | Path, out_dir: str | Path,
         return _listing(out_dir)
     check_output_dir(out_dir, overwrite)  # before reading anything
     check_free_space(out_dir, sum(n for _p, n in _listing(src)))
+    from graftlab.core.adapter.model_card import README, card_for_export
+
     with graftlab_output(out_dir, "adapter", overwrite) as tmp:
         for item in src.iterdir():
-            if item.is_file():
+            if item.is_file() and item.name != README:
                 shutil.copy2(item, tmp / item.name)
+        (tmp / README).write_text(card_for_export(src, "peft"), encoding="utf-8")
     return _listing(out_dir)
 
 

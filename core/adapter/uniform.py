@@ -25,7 +25,7 @@ _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>A|B|embedding_A|embedding_B)
                   r"embedding_B)$")
 
 
-def _pattern_value(module: str, patterns: dict[str, Any], default: Any) -> Any:
+def pattern_value(module: str, patterns: dict[str, Any], default: Any) -> Any:
     """PEFT's rule: the longest pattern that matches the module name's end wins."""
     best, best_len = default, -1
     for pattern, value in patterns.items():
@@ -65,7 +65,7 @@ def uniform_tensors(config: dict[str, Any], tensors: dict[str, Any]) -> tuple[di
     for mod, keys in modules.items():
         r = rank_of[mod]
         name = mod.removeprefix("base_model.model.")
-        alpha = float(_pattern_value(name, alphas, a0))
+        alpha = float(pattern_value(name, alphas, a0))
         scale = alpha / (math.sqrt(r) if rslora else r)
         a_key, b_key = keys.get("A") or keys["embedding_A"], keys.get("B") or keys["embedding_B"]
         a, b = tensors[a_key], tensors[b_key]
@@ -86,6 +86,7 @@ def export_uniform(adapter_dir: str | Path, out_dir: str | Path,
     """Write `adapter_dir` as a uniform-scale adapter folder at `out_dir` (nothing-lost rules
     of every export: a marker, refusal of foreign folders, atomic replacement)."""
     from graftlab.core.adapter.export import check_adapter_dir
+    from graftlab.core.adapter.model_card import README, card_for_export
     from safetensors.torch import load_file, save_file
 
     src = check_adapter_dir(adapter_dir)
@@ -104,8 +105,9 @@ def export_uniform(adapter_dir: str | Path, out_dir: str | Path,
                   metadata={"format": "pt"})
         (tmp / "adapter_config.json").write_text(json.dumps(new_config, indent=2) + "\n",
                                                   encoding="utf-8")
-        for extra in ("README.md", "id2label.json", "tokenizer.json", "tokenizer_config.json",
+        for extra in ("id2label.json", "tokenizer.json", "tokenizer_config.json",
                       "special_tokens_map.json"):
             if (src / extra).is_file():
                 (tmp / extra).write_bytes((src / extra).read_bytes())
+        (tmp / README).write_text(card_for_export(src, "uniform"), encoding="utf-8")
     return sorted((p, p.stat().st_size) for p in out_dir.iterdir() if p.is_file())

@@ -110,7 +110,8 @@ def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None) -> A
 
 
 def build_config(arch: str, vocab_size: int, size: dict[str, int] | None = None) -> Any:
-    """A transformers config of architecture `arch` (llama, gpt2, qwen2, bert) at a tiny size."""
+    """A transformers config of architecture `arch` (llama, mistral, qwen2, gpt2, bert) at a
+    tiny size."""
     s = {"hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 128} | (size or {})
     if arch == "llama":
         from transformers import LlamaConfig
@@ -120,6 +121,14 @@ def build_config(arch: str, vocab_size: int, size: dict[str, int] | None = None)
                            num_key_value_heads=s["kv_heads"], intermediate_size=s["ffn"],
                            max_position_embeddings=1024, tie_word_embeddings=False,
                            bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    if arch == "mistral":
+        from transformers import MistralConfig
+
+        return MistralConfig(vocab_size=vocab_size, hidden_size=s["hidden"],
+                             num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                             num_key_value_heads=s["kv_heads"], intermediate_size=s["ffn"],
+                             max_position_embeddings=1024, tie_word_embeddings=False,
+                             bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if arch == "qwen2":
         from transformers import Qwen2Config
 

@@ -183,7 +183,14 @@ class TrainingSession(RunControl):
                                 "current step is still running); try the export again in a "
                                 "moment.")
         source = resolve_source(self.cfg.model.source, self.cfg.model.trust_remote_code)
-        return save_adapter(self.model, out_dir, source.name, overwrite)
+        self._sync_metrics()  # the model card reads the steps and evals so far
+        return save_adapter(self.model, out_dir, source.name, overwrite,
+                            run_dir=self.run_dir if self._jsonl is not None else None)
+
+    def _sync_metrics(self) -> None:
+        sync = getattr(self._jsonl, "sync", None)
+        if sync is not None:
+            sync()
 
     def emit(self, event: Event) -> None:
         self.lifecycle.apply(event)  # Started, Paused, Finished and Failed move the phase
@@ -515,9 +522,11 @@ class TrainingSession(RunControl):
         if not stopped or self.save_on_stop:
             adapter_dir = self.run_dir / "adapter"
             self.emit(Saving(trainer.state.global_step, "adapter"))
+            self._sync_metrics()  # the model card reads the steps and evals from the file
             with distributed.full_params(trainer):  # FSDP: rank 0 holds all of it (collective)
                 if self.ranks.main:
-                    save_adapter(self.model, adapter_dir, source.name, overwrite=True)
+                    save_adapter(self.model, adapter_dir, source.name, overwrite=True,
+                                 run_dir=self.run_dir)
         self.emit(Finished(step, stopped, str(adapter_dir) if adapter_dir else None,
                            float(output.training_loss) if step else None,
                            callback.active_seconds()))

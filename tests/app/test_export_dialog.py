@@ -37,8 +37,8 @@ def dialog(qtbot, trained):
     assert d._call.wait(30_000)
 
 
-def export(qtbot, d: ExportDialog, out: Path, kind: str = "adapter") -> None:
-    d.set_kind(kind)
+def export(qtbot, d: ExportDialog, out: Path, fmt: str = "peft") -> None:
+    d.set_export_format(fmt)
     d.out_edit.setText(str(out))
     with qtbot.waitSignal(d._call.finished, timeout=120_000):
         qtbot.mouseClick(d.export_button, Qt.MouseButton.LeftButton)
@@ -48,9 +48,9 @@ def export(qtbot, d: ExportDialog, out: Path, kind: str = "adapter") -> None:
 
 @pytest.mark.slow
 def test_default_is_a_peft_folder_next_to_the_run(dialog, trained):
-    assert dialog.kind() == "adapter"
+    assert dialog.export_format() == "peft"
     assert Path(dialog.out_edit.text()) == trained.parent / "export-adapter"
-    dialog.set_kind("merged")
+    dialog.set_export_format("merged")
     assert Path(dialog.out_edit.text()) == trained.parent / "export-merged"
 
 
@@ -76,7 +76,7 @@ def test_exports_the_adapter_and_lists_files(qtbot, dialog, tmp_path, monkeypatc
 @pytest.mark.slow
 def test_exports_a_merged_model(qtbot, dialog, tmp_path):
     out = tmp_path / "merged"
-    export(qtbot, dialog, out, kind="merged")
+    export(qtbot, dialog, out, fmt="merged")
     assert dialog.error_text() == ""
     assert (out / "config.json").is_file()
     assert any(p.suffix == ".safetensors" for p, _n in dialog.written)
