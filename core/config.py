@@ -158,7 +158,8 @@ class TrainingConfig:
     sample_max_new_tokens: int = 48
     """Cap on the tokens generated per sample prompt."""
     sample_max_share: float = 0.05
-    """Samples are skipped while their total time would exceed this share of training time."""
+    """Samples are skipped while their total time would exceed this share of training time
+    (1: never skipped)."""
     base_eval: str = "auto"
     """Score the base model (adapters disabled) on the eval split once before training:
     ``auto`` (when the split has at most 2,000 examples), ``on`` or ``off``."""

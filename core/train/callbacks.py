@@ -210,7 +210,7 @@ class SessionCallback(TrainerCallback):
         t = self.session.cfg.training
         if not t.sample_every or not t.sample_prompts or step % t.sample_every:
             return
-        if self.samples_cost + self._last_samples_cost > \
+        if t.sample_max_share < 1 and self.samples_cost + self._last_samples_cost > \
                 t.sample_max_share * self.active_seconds():
             if not self._samples_skipped:
                 self._samples_skipped = True
