@@ -113,9 +113,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from graftlab.core.train.launch import run_torchrun
 
         cfg.training.processes = launch.nproc
-        if launch.node_rank == 0:  # bad input fails here, before any process starts
-            TrainingSession(cfg, [ProgressPrinter()], resume=resume,
-                            strict=args.strict).check(claim=False)
+        if launch.node_rank == 0:  # bad input fails here, before any process starts (its
+            # warnings are rank 0's to print)
+            TrainingSession(cfg, [], resume=resume, strict=args.strict).check(claim=False)
         return run_torchrun(launch, _rank_argv(args, Path(cfg.training.output_dir).absolute()))
     return _run_session(TrainingSession(cfg, [ProgressPrinter()], resume=resume,
                                         strict=args.strict))
